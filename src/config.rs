@@ -1,0 +1,334 @@
+//! Command-line flags and environment variables, and the checks that turn them into a
+//! [`Config`] the server can trust.
+//!
+//! Secrets (`--pusher-secret`, `--pusher-extra-keys`, a password inside `--redis-url`) are taken
+//! as plain text by clap and checked here instead, so no error message can ever echo them, and
+//! `--help` never shows their values from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use reqwest::Url;
+use secrecy::SecretString;
+
+use crate::pusher::cluster_url;
+
+/// The command line. Not `Debug`: it holds secrets.
+#[derive(Parser)]
+#[command(
+    name = "occupancy",
+    version,
+    about = "Keeps the set of occupied Pusher channels from Pusher's webhooks, and answers \
+             encoders over gRPC whether anyone is watching, publishing through Pusher only \
+             when someone is.",
+    after_help = "Every option can also be set by the environment variable shown beside it. \
+                  Without --redis-url the state lives in this process only."
+)]
+pub struct Cli {
+    /// Address for the gRPC gate (IsOccupied, PublishIfOccupied, health, reflection).
+    #[arg(long, env = "OCCUPANCY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address for the webhook listener (POST /webhooks/pusher).
+    #[arg(long, env = "OCCUPANCY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Redis URL (redis://[:password@]host:port/db). Without it, state is kept in memory,
+    /// local to this one process and lost on exit.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis key of the set of occupied channels. Encoders can read it with SISMEMBER.
+    #[arg(long, env = "OCCUPANCY_REDIS_KEY", default_value = "pusher:channels")]
+    pub redis_key: String,
+
+    /// Limit on connecting to Redis and on each Redis answer (e.g. 500ms, 2s).
+    #[arg(long, env = "OCCUPANCY_REDIS_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// Pusher app id.
+    #[arg(long, env = "PUSHER_APP_ID")]
+    pub pusher_app_id: String,
+
+    /// Pusher app key: signs API requests, and webhooks signed with it are accepted.
+    #[arg(long, env = "PUSHER_KEY")]
+    pub pusher_key: String,
+
+    /// Pusher app secret for --pusher-key. Prefer the environment variable over the flag, which
+    /// other users of the machine can see.
+    #[arg(long, env = "PUSHER_SECRET", hide_env_values = true)]
+    pub pusher_secret: String,
+
+    /// More KEY:SECRET pairs, comma-separated, whose webhook signatures are also accepted
+    /// (for key rotation: Pusher signs with the app's oldest active token).
+    #[arg(long, env = "PUSHER_EXTRA_KEYS", hide_env_values = true)]
+    pub pusher_extra_keys: Option<String>,
+
+    /// Pusher cluster; the API is https://api-<cluster>.pusher.com.
+    #[arg(long, env = "PUSHER_CLUSTER", default_value = "mt1")]
+    pub pusher_cluster: String,
+
+    /// API base URL, overriding --pusher-cluster (for Pusher-compatible servers and tests).
+    #[arg(long, env = "PUSHER_API_URL")]
+    pub pusher_api_url: Option<String>,
+
+    /// Limit on one Pusher API request, connecting included (e.g. 3s).
+    #[arg(long, env = "OCCUPANCY_PUSHER_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub pusher_timeout: Duration,
+
+    /// Largest webhook body accepted, in bytes; larger ones get 413. The default fits a full
+    /// batch of 20 events carrying 10 KB of client-event data each.
+    #[arg(long, env = "OCCUPANCY_WEBHOOK_BODY_LIMIT", default_value_t = 512 * 1024)]
+    pub webhook_body_limit: usize,
+
+    /// How often the store is pinged to drive the gRPC health status (e.g. 1s).
+    #[arg(long, env = "OCCUPANCY_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+}
+
+/// A configuration that failed its checks. Messages name the option, never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that cannot be used; the message says which option and why.
+    #[error("{option}: {reason}")]
+    Invalid {
+        /// The option's flag and variable.
+        option: &'static str,
+        /// What is wrong, without echoing secrets.
+        reason: String,
+    },
+}
+
+fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        reason: reason.into(),
+    }
+}
+
+/// Where the set of occupied channels is kept.
+#[derive(Clone)]
+pub enum StoreChoice {
+    /// In this process only.
+    Memory,
+    /// In Redis, shared with encoders and other replicas.
+    Redis {
+        /// The URL, possibly holding a password.
+        url: String,
+        /// The key of the set.
+        key: String,
+        /// Connect and answer timeout.
+        timeout: Duration,
+    },
+}
+
+/// A checked configuration.
+pub struct Config {
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// Webhook listen address.
+    pub http_addr: SocketAddr,
+    /// Which store to use.
+    pub store: StoreChoice,
+    /// Pusher app id.
+    pub app_id: String,
+    /// Key used to publish; first of the accepted webhook keys.
+    pub key: String,
+    /// Secret for `key`.
+    pub secret: SecretString,
+    /// Every key/secret pair accepted on webhooks, `key` first.
+    pub webhook_keys: Vec<(String, SecretString)>,
+    /// Pusher API base URL.
+    pub api_url: Url,
+    /// Pusher request timeout.
+    pub pusher_timeout: Duration,
+    /// Webhook body limit in bytes.
+    pub webhook_body_limit: usize,
+    /// Health ping interval.
+    pub health_interval: Duration,
+}
+
+impl Cli {
+    /// Checks every option, returning the first problem found.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let app_id = self.pusher_app_id.trim().to_owned();
+        if app_id.is_empty()
+            || !app_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "--pusher-app-id / PUSHER_APP_ID",
+                "must be a non-empty Pusher app id (letters, digits, - or _)",
+            ));
+        }
+        let key = self.pusher_key.trim().to_owned();
+        if key.is_empty() || key.contains([':', ',']) {
+            return Err(invalid(
+                "--pusher-key / PUSHER_KEY",
+                "must be a non-empty Pusher app key without ':' or ','",
+            ));
+        }
+        if self.pusher_secret.is_empty() {
+            return Err(invalid("--pusher-secret / PUSHER_SECRET", "must not be empty"));
+        }
+        let secret = SecretString::from(self.pusher_secret);
+        let mut webhook_keys = vec![(key.clone(), secret.clone())];
+        if let Some(extra) = self.pusher_extra_keys.as_deref() {
+            webhook_keys.extend(parse_extra_keys(extra)?);
+        }
+
+        let api_url = match self.pusher_api_url.as_deref() {
+            Some(raw) => {
+                let url = Url::parse(raw).map_err(|e| {
+                    invalid("--pusher-api-url / PUSHER_API_URL", format!("not a URL ({e})"))
+                })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                    return Err(invalid(
+                        "--pusher-api-url / PUSHER_API_URL",
+                        "must be an http:// or https:// URL with a host",
+                    ));
+                }
+                url
+            }
+            None => {
+                let cluster = self.pusher_cluster.trim();
+                if cluster.is_empty()
+                    || !cluster
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(invalid(
+                        "--pusher-cluster / PUSHER_CLUSTER",
+                        "must be a cluster name such as mt1, eu or us2",
+                    ));
+                }
+                cluster_url(cluster).map_err(|e| {
+                    invalid("--pusher-cluster / PUSHER_CLUSTER", e.to_string())
+                })?
+            }
+        };
+
+        let store = match self.redis_url {
+            Some(url) if !url.trim().is_empty() => {
+                if self.redis_key.is_empty() {
+                    return Err(invalid("--redis-key / OCCUPANCY_REDIS_KEY", "must not be empty"));
+                }
+                StoreChoice::Redis {
+                    url,
+                    key: self.redis_key,
+                    timeout: positive(self.redis_timeout, "--redis-timeout / OCCUPANCY_REDIS_TIMEOUT")?,
+                }
+            }
+            _ => StoreChoice::Memory,
+        };
+        if self.webhook_body_limit == 0 {
+            return Err(invalid(
+                "--webhook-body-limit / OCCUPANCY_WEBHOOK_BODY_LIMIT",
+                "must be at least 1 byte",
+            ));
+        }
+
+        Ok(Config {
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            store,
+            app_id,
+            key,
+            secret,
+            webhook_keys,
+            api_url,
+            pusher_timeout: positive(self.pusher_timeout, "--pusher-timeout / OCCUPANCY_PUSHER_TIMEOUT")?,
+            webhook_body_limit: self.webhook_body_limit,
+            health_interval: positive(self.health_interval, "--health-interval / OCCUPANCY_HEALTH_INTERVAL")?,
+        })
+    }
+}
+
+fn positive(duration: Duration, option: &'static str) -> Result<Duration, ConfigError> {
+    if duration.is_zero() {
+        Err(invalid(option, "must be longer than zero"))
+    } else {
+        Ok(duration)
+    }
+}
+
+/// `KEY:SECRET,KEY:SECRET`. Errors give the entry's position, never its text.
+fn parse_extra_keys(raw: &str) -> Result<Vec<(String, SecretString)>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+        .map(|(index, entry)| match entry.split_once(':') {
+            Some((key, secret)) if !key.trim().is_empty() && !secret.is_empty() => {
+                Ok((key.trim().to_owned(), SecretString::from(secret.to_owned())))
+            }
+            _ => Err(invalid(
+                "--pusher-extra-keys / PUSHER_EXTRA_KEYS",
+                format!("entry {} is not KEY:SECRET", index + 1),
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn cli(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec![
+            "occupancy",
+            "--pusher-app-id",
+            "42",
+            "--pusher-key",
+            "k",
+            "--pusher-secret",
+            "s3cr3t",
+        ];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("parses").into_config()
+    }
+
+    #[test]
+    fn defaults_to_memory_store_and_cluster_url() {
+        let config = cli(&[]).expect("valid");
+        assert!(matches!(config.store, StoreChoice::Memory));
+        assert_eq!(config.api_url.as_str(), "https://api-mt1.pusher.com/");
+        assert_eq!(config.webhook_keys.len(), 1);
+        assert_eq!(config.grpc_addr.port(), 50051);
+        assert_eq!(config.http_addr.port(), 8080);
+    }
+
+    #[test]
+    fn extra_keys_add_webhook_pairs() {
+        let config = cli(&["--pusher-extra-keys", "old:one, older:two"]).expect("valid");
+        let pairs: Vec<(&str, &str)> = config
+            .webhook_keys
+            .iter()
+            .map(|(k, s)| (k.as_str(), s.expose_secret()))
+            .collect();
+        assert_eq!(pairs, [("k", "s3cr3t"), ("old", "one"), ("older", "two")]);
+    }
+
+    #[test]
+    fn errors_name_the_option_and_never_the_secret() {
+        let err = cli(&["--pusher-extra-keys", "fine:x,leakysecretvalue"])
+            .err()
+            .expect("rejected")
+            .to_string();
+        assert!(err.contains("PUSHER_EXTRA_KEYS") && err.contains("entry 2"), "{err}");
+        assert!(!err.contains("leakysecretvalue"), "{err}");
+
+        for (args, option) in [
+            (&["--pusher-api-url", "ftp://x"][..], "PUSHER_API_URL"),
+            (&["--pusher-cluster", "a/b"][..], "PUSHER_CLUSTER"),
+            (&["--webhook-body-limit", "0"][..], "OCCUPANCY_WEBHOOK_BODY_LIMIT"),
+            (&["--pusher-timeout", "0s"][..], "OCCUPANCY_PUSHER_TIMEOUT"),
+        ] {
+            let err = cli(args).err().expect("rejected").to_string();
+            assert!(err.contains(option), "{err}");
+        }
+    }
+}

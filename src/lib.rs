@@ -1,0 +1,20 @@
+//! occupancy: keeps the set of occupied Pusher Channels channels from Pusher's webhooks, and
+//! gates publishing on it over gRPC, so an encoding farm pays for Pusher API calls only while
+//! someone is watching.
+//!
+//! ```text
+//! Pusher ──webhooks──▶ webhook (axum) ──SADD/SREM──▶ store (Redis set | memory)
+//!                                                          ▲
+//! encoders ──gRPC──▶ gate (tonic) ──SISMEMBER──────────────┘
+//!                      └──only if occupied──▶ pusher::Publisher ──▶ Pusher HTTP API
+//! ```
+
+pub mod channel;
+pub mod config;
+pub mod gate;
+pub mod health;
+pub mod proto;
+pub mod pusher;
+pub mod server;
+pub mod store;
+pub mod webhook;

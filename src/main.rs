@@ -1,0 +1,136 @@
+//! The `occupancy` binary: configuration, logging, signals and exit codes around
+//! [`occupancy::server::serve`].
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use occupancy::config::{Cli, Config, StoreChoice};
+use occupancy::pusher::{Publisher, PublisherConfig};
+use occupancy::server::{Service, serve};
+use occupancy::store::{MemoryStore, OccupancyStore, RedisStore, RedisStoreConfig};
+use occupancy::webhook::WebhookKeys;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("occupancy: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("occupancy: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("occupancy: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    match config.store.clone() {
+        StoreChoice::Memory => {
+            tracing::warn!(
+                "no --redis-url given: occupancy is kept in memory, local to this one process, \
+                 lost on exit and invisible to encoders reading Redis"
+            );
+            run_with(MemoryStore::new(), config).await
+        }
+        StoreChoice::Redis { url, key, timeout } => {
+            let store = RedisStore::new(RedisStoreConfig { url, key, timeout })
+                .context("--redis-url / REDIS_URL")?;
+            tracing::info!(store = %store.describe(), "using Redis");
+            run_with(store, config).await
+        }
+    }
+}
+
+async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result<()> {
+    let publisher = Publisher::new(PublisherConfig {
+        api_url: config.api_url.clone(),
+        app_id: config.app_id.clone(),
+        key: config.key.clone(),
+        secret: config.secret.clone(),
+        timeout: config.pusher_timeout,
+    })
+    .context("cannot set up the Pusher HTTP client")?;
+
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for webhooks on {}", config.http_addr))?;
+    tracing::info!(addr = %grpc.local_addr()?, "gRPC listening");
+    tracing::info!(addr = %http.local_addr()?, path = occupancy::webhook::WEBHOOK_PATH, "webhooks listening");
+    tracing::info!(api = %config.api_url, app_id = %config.app_id, "publishing through Pusher");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    serve(
+        Service {
+            store: Arc::new(store),
+            publisher,
+            webhook_keys: WebhookKeys::new(config.webhook_keys),
+            webhook_body_limit: config.webhook_body_limit,
+            health_interval: config.health_interval,
+        },
+        grpc,
+        http,
+        shutdown,
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM, so both servers drain and the process exits 0.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot watch SIGTERM; only Ctrl-C stops gracefully");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    shutdown.cancel();
+}

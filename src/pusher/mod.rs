@@ -1,0 +1,6 @@
+//! Talking to Pusher Channels' HTTP API: request signing and the publisher that triggers events.
+
+mod publisher;
+pub mod signing;
+
+pub use self::publisher::{PublishError, Publisher, PublisherConfig, cluster_url};

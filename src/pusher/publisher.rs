@@ -1,0 +1,187 @@
+//! Triggering events through `POST /apps/{app_id}/events`.
+//!
+//! One HTTP client (with its connection pool) lives as long as the service, so a busy encoder
+//! farm reuses warm TLS connections instead of paying a handshake per progress tick. Every
+//! request has a timeout, and every failure keeps Pusher's own reason.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::signing::signed_query;
+use crate::channel::ChannelName;
+
+/// Where and as whom to publish.
+#[derive(Clone)]
+pub struct PublisherConfig {
+    /// Base URL of the API: `https://api-<cluster>.pusher.com`, or a Pusher-compatible server.
+    pub api_url: Url,
+    /// The Pusher app id.
+    pub app_id: String,
+    /// The app key that signs requests.
+    pub key: String,
+    /// The app secret; never logged.
+    pub secret: SecretString,
+    /// The limit on one whole request, connection included.
+    pub timeout: Duration,
+}
+
+/// The API base URL of a Pusher cluster such as `mt1` or `eu`.
+pub fn cluster_url(cluster: &str) -> Result<Url, url::ParseError> {
+    Url::parse(&format!("https://api-{cluster}.pusher.com"))
+}
+
+/// Why an event was not published. Each keeps the reason so the caller is never left guessing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Pusher answered, but not with success.
+    #[error("Pusher answered {status}: {reason}")]
+    Rejected {
+        /// The HTTP status Pusher gave.
+        status: u16,
+        /// Pusher's explanation (the response body, shortened).
+        reason: String,
+    },
+    /// No answer within the timeout; the event may or may not have been delivered.
+    #[error("Pusher did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Pusher could not be reached at all.
+    #[error("Pusher unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// The body of `POST /apps/{app_id}/events`.
+#[derive(Serialize)]
+struct TriggerBody<'a> {
+    name: &'a str,
+    data: &'a str,
+    channels: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket_id: Option<&'a str>,
+}
+
+/// Publishes events to Pusher. Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct Publisher {
+    http: reqwest::Client,
+    config: PublisherConfig,
+    events_path: String,
+    events_url: Url,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("events_url", &self.events_url.as_str())
+            .field("key", &self.config.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How much of Pusher's error body to keep in a message.
+const MAX_REASON_LEN: usize = 300;
+
+impl Publisher {
+    /// Builds the client once; fails only if the TLS stack cannot be set up.
+    pub fn new(config: PublisherConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("occupancy/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        // A base URL with a path (a proxy prefix) keeps it; the signature covers the full path.
+        let prefix = config.api_url.path().trim_end_matches('/');
+        let events_path = format!("{prefix}/apps/{}/events", config.app_id);
+        let mut events_url = config.api_url.clone();
+        events_url.set_path(&events_path);
+        Ok(Self {
+            http,
+            config,
+            events_path,
+            events_url,
+        })
+    }
+
+    /// Triggers `event` with `data` on all of `channels` (1 to 100) in one API call, excluding
+    /// the connection `socket_id` if given.
+    pub async fn trigger(
+        &self,
+        channels: &[ChannelName],
+        event: &str,
+        data: &str,
+        socket_id: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(&TriggerBody {
+            name: event,
+            data,
+            channels: channels.iter().map(ChannelName::as_str).collect(),
+            socket_id,
+        })
+        .map_err(|e| PublishError::Unreachable(format!("cannot encode request: {e}")))?;
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let query = signed_query(
+            &self.config.key,
+            self.config.secret.expose_secret(),
+            "POST",
+            &self.events_path,
+            &body,
+            timestamp,
+        );
+        let response = self
+            .http
+            .post(self.events_url.clone())
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(PublishError::Rejected {
+            status: status.as_u16(),
+            reason: shorten(text.trim()),
+        })
+    }
+
+    /// A transport failure without the request URL, whose query carries the signature.
+    fn transport_error(&self, err: reqwest::Error) -> PublishError {
+        if err.is_timeout() {
+            PublishError::Timeout(self.config.timeout)
+        } else {
+            PublishError::Unreachable(error_chain(&err.without_url()))
+        }
+    }
+}
+
+/// An error and its causes on one line: reqwest's top-level message alone ("error sending
+/// request") hides whether DNS, TCP or TLS failed.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn shorten(text: &str) -> String {
+    if text.is_empty() {
+        return "(no reason given)".to_owned();
+    }
+    match text.char_indices().nth(MAX_REASON_LEN) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}

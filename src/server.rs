@@ -1,0 +1,98 @@
+//! Wiring: the gRPC gate and the webhook listener, sharing one store, served until shutdown.
+//!
+//! Both listeners are bound by the caller and handed in, so the binary can report bind errors
+//! clearly and tests can use port 0. Shutdown stops accepting, lets in-flight requests finish,
+//! then returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::gate::Gate;
+use crate::health;
+use crate::proto::occupancy_server::OccupancyServer;
+use crate::pusher::Publisher;
+use crate::store::OccupancyStore;
+use crate::webhook::{self, WebhookKeys};
+
+/// Everything the two servers need besides their listeners.
+pub struct Service<S> {
+    /// The set of occupied channels.
+    pub store: Arc<S>,
+    /// Publishes to Pusher.
+    pub publisher: Publisher,
+    /// Key/secret pairs accepted on webhooks.
+    pub webhook_keys: WebhookKeys,
+    /// Webhook body limit in bytes.
+    pub webhook_body_limit: usize,
+    /// How often the store is pinged for health.
+    pub health_interval: Duration,
+}
+
+/// Why serving stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The webhook server failed.
+    #[error("webhook server: {0}")]
+    Http(#[from] std::io::Error),
+    /// The reflection service could not be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves gRPC on `grpc` and webhooks on `http` until `shutdown` is cancelled, then drains.
+pub async fn serve<S: OccupancyStore>(
+    service: Service<S>,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(health::track_store(
+        service.store.clone(),
+        reporter,
+        service.health_interval,
+        shutdown.clone(),
+    ));
+
+    // v1 for current grpcurl and grpc tools, v1alpha for grpcurl before 1.8.8.
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let gate = Gate::new(service.store.clone(), service.publisher);
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(OccupancyServer::new(gate))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned());
+
+    let router = webhook::router(
+        service.store,
+        service.webhook_keys,
+        service.webhook_body_limit,
+    );
+    let http_server =
+        axum::serve(http, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+    let result = tokio::try_join!(
+        async { grpc_server.await.map_err(ServeError::from) },
+        async { http_server.await.map_err(ServeError::from) },
+    );
+    // If one server failed, stop the other and the health task too.
+    shutdown.cancel();
+    let _ = health_task.await;
+    result.map(|_| ())
+}

@@ -1,0 +1,461 @@
+//! Real parts for the integration tests: a `redis-server` on a free port, the real `occupancy`
+//! binary, and a local stand-in for Pusher's HTTP API that checks every request's signature the
+//! way Pusher does and records what it received. Nothing here mocks the store.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use md5::Digest;
+use serde_json::{Value, json};
+
+pub const APP_ID: &str = "4242";
+pub const KEY: &str = "test-key";
+pub const SECRET: &str = "test-secret-do-not-log";
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot find a free port")
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A real `redis-server`, without persistence, on a free port. Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts (again) on the same port, empty, as a restarted Redis would be.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): install it with \
+                     `apt-get install redis-server` (Debian) or run tests/run-all.sh"
+                )
+            });
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "redis-server did not listen on port {}",
+            self.port
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A direct connection, to look at the set as encoders reading Redis would.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to test redis")
+    }
+
+    pub async fn members(&self, key: &str) -> Vec<String> {
+        let mut members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query_async(&mut self.connection().await)
+            .await
+            .expect("SMEMBERS");
+        members.sort();
+        members
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One request the Pusher stand-in received.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub signature_valid: bool,
+    pub body: Value,
+}
+
+/// How the stand-in answers trigger requests, to test how Pusher's failures are passed on.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    pub status: StatusCode,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            status: StatusCode::OK,
+            body: "{}".into(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Default)]
+struct StubState {
+    calls: Mutex<Vec<Call>>,
+    behaviour: Mutex<Behaviour>,
+}
+
+/// A local server standing in for Pusher's HTTP API (`POST /apps/{id}/events`). It verifies
+/// `auth_key`, `auth_timestamp`, `auth_version`, `body_md5` and `auth_signature` exactly as
+/// Pusher specifies, answers 401 to anything unsigned, and records every call. `GET /_stub/calls`
+/// lists them as JSON for client suites in other languages.
+pub struct PusherStub {
+    pub addr: SocketAddr,
+    state: Arc<StubState>,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl PusherStub {
+    /// Serves on the current tokio runtime.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, state) = Self::serve(listener);
+        Self {
+            addr,
+            state,
+            _runtime: None,
+        }
+    }
+
+    /// Serves on a runtime of its own, for callers that are not async.
+    pub fn start_blocking() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, state) = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            Self::serve(listener)
+        });
+        Self {
+            addr,
+            state,
+            _runtime: Some(runtime),
+        }
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> (SocketAddr, Arc<StubState>) {
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(StubState::default());
+        let app = Router::new()
+            .route("/apps/{app_id}/events", post(trigger))
+            .route("/_stub/calls", get(list_calls))
+            .with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, state)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// Calls whose `channels` include `channel`.
+    pub fn calls_for(&self, channel: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| {
+                c.body["channels"]
+                    .as_array()
+                    .is_some_and(|chs| chs.iter().any(|ch| ch == channel))
+            })
+            .collect()
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+}
+
+async fn list_calls(State(state): State<Arc<StubState>>) -> impl IntoResponse {
+    let calls = state.calls.lock().unwrap().clone();
+    axum::Json(json!({ "calls": calls }))
+}
+
+async fn trigger(
+    State(state): State<Arc<StubState>>,
+    Path(app_id): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> impl IntoResponse {
+    let path = format!("/apps/{app_id}/events");
+    let verdict = verify(&app_id, &path, query.as_deref().unwrap_or(""), &body);
+    state.calls.lock().unwrap().push(Call {
+        method: "POST".into(),
+        path,
+        signature_valid: verdict.is_ok(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    if let Err(reason) = verdict {
+        return (StatusCode::UNAUTHORIZED, reason);
+    }
+    let behaviour = state.behaviour.lock().unwrap().clone();
+    tokio::time::sleep(behaviour.delay).await;
+    (behaviour.status, behaviour.body)
+}
+
+/// Pusher's checks on a signed request.
+fn verify(app_id: &str, path: &str, query: &str, body: &[u8]) -> Result<(), String> {
+    if app_id != APP_ID {
+        return Err(format!("unknown app {app_id}"));
+    }
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .ok_or(format!("missing {name}"))
+    };
+    if get("auth_key")? != KEY {
+        return Err("unknown auth_key".into());
+    }
+    if get("auth_version")? != "1.0" {
+        return Err("auth_version must be 1.0".into());
+    }
+    let timestamp: u64 = get("auth_timestamp")?
+        .parse()
+        .map_err(|_| "bad auth_timestamp")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    if now.abs_diff(timestamp) > 600 {
+        return Err("auth_timestamp more than 600 s off".into());
+    }
+    if get("body_md5")? != hex::encode(md5::Md5::digest(body)) {
+        return Err("body_md5 does not match the body".into());
+    }
+    let expected = occupancy::pusher::signing::sign(
+        SECRET,
+        &occupancy::pusher::signing::string_to_sign("POST", path, &params),
+    );
+    if get("auth_signature")? != expected {
+        return Err("invalid auth_signature".into());
+    }
+    Ok(())
+}
+
+/// Which store the binary runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Redis,
+    Memory,
+}
+
+/// The real `occupancy` binary, on ports it chose itself. Killed on drop.
+pub struct Occupancy {
+    child: Child,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Occupancy {
+    pub fn start(args: &[String]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_occupancy"))
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--pusher-app-id", APP_ID, "--pusher-key", KEY])
+            .args(["--health-interval", "100ms"])
+            .args(args)
+            .env("PUSHER_SECRET", SECRET)
+            .env("RUST_LOG", "occupancy=debug,info")
+            .env_remove("REDIS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the occupancy binary");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("OCCUPANCY_TEST_LOG").is_some() {
+                    eprintln!("[occupancy] {line}");
+                }
+                let _ = tx.send(line.clone());
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (mut grpc_addr, mut http_addr) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while grpc_addr.is_none() || http_addr.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "occupancy did not report its addresses; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            });
+            if line.contains("gRPC listening") {
+                grpc_addr = Some(addr_in(&line));
+            } else if line.contains("webhooks listening") {
+                http_addr = Some(addr_in(&line));
+            }
+        }
+        Self {
+            child,
+            grpc_addr: grpc_addr.unwrap(),
+            http_addr: http_addr.unwrap(),
+            log,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhooks/pusher", self.http_addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "occupancy did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+fn addr_in(line: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+}
+
+impl Drop for Occupancy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A webhook body as Pusher sends it.
+pub fn webhook_body(events: &[(&str, &str)]) -> String {
+    let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(name, channel)| json!({ "name": name, "channel": channel }))
+        .collect();
+    json!({ "time_ms": time_ms, "events": events }).to_string()
+}
+
+/// Posts `body` signed with `key`/`secret` exactly as Pusher signs it.
+pub async fn post_signed(url: &str, key: &str, secret: &str, body: &str) -> (StatusCode, Value) {
+    let signature = occupancy::webhook::sign(secret, body.as_bytes());
+    post_raw(url, Some(key), Some(&signature), body.as_bytes().to_vec()).await
+}
+
+pub async fn post_raw(
+    url: &str,
+    key: Option<&str>,
+    signature: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("x-pusher-key", key);
+    }
+    if let Some(signature) = signature {
+        request = request.header("x-pusher-signature", signature);
+    }
+    let response = request.send().await.expect("webhook request");
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
