@@ -171,7 +171,10 @@ impl Cli {
             ));
         }
         if self.pusher_secret.is_empty() {
-            return Err(invalid("--pusher-secret / PUSHER_SECRET", "must not be empty"));
+            return Err(invalid(
+                "--pusher-secret / PUSHER_SECRET",
+                "must not be empty",
+            ));
         }
         let secret = SecretString::from(self.pusher_secret);
         let mut webhook_keys = vec![(key.clone(), secret.clone())];
@@ -182,7 +185,10 @@ impl Cli {
         let api_url = match self.pusher_api_url.as_deref() {
             Some(raw) => {
                 let url = Url::parse(raw).map_err(|e| {
-                    invalid("--pusher-api-url / PUSHER_API_URL", format!("not a URL ({e})"))
+                    invalid(
+                        "--pusher-api-url / PUSHER_API_URL",
+                        format!("not a URL ({e})"),
+                    )
                 })?;
                 if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
                     return Err(invalid(
@@ -204,21 +210,26 @@ impl Cli {
                         "must be a cluster name such as mt1, eu or us2",
                     ));
                 }
-                cluster_url(cluster).map_err(|e| {
-                    invalid("--pusher-cluster / PUSHER_CLUSTER", e.to_string())
-                })?
+                cluster_url(cluster)
+                    .map_err(|e| invalid("--pusher-cluster / PUSHER_CLUSTER", e.to_string()))?
             }
         };
 
         let store = match self.redis_url {
             Some(url) if !url.trim().is_empty() => {
                 if self.redis_key.is_empty() {
-                    return Err(invalid("--redis-key / OCCUPANCY_REDIS_KEY", "must not be empty"));
+                    return Err(invalid(
+                        "--redis-key / OCCUPANCY_REDIS_KEY",
+                        "must not be empty",
+                    ));
                 }
                 StoreChoice::Redis {
                     url,
                     key: self.redis_key,
-                    timeout: positive(self.redis_timeout, "--redis-timeout / OCCUPANCY_REDIS_TIMEOUT")?,
+                    timeout: positive(
+                        self.redis_timeout,
+                        "--redis-timeout / OCCUPANCY_REDIS_TIMEOUT",
+                    )?,
                 }
             }
             _ => StoreChoice::Memory,
@@ -239,9 +250,15 @@ impl Cli {
             secret,
             webhook_keys,
             api_url,
-            pusher_timeout: positive(self.pusher_timeout, "--pusher-timeout / OCCUPANCY_PUSHER_TIMEOUT")?,
+            pusher_timeout: positive(
+                self.pusher_timeout,
+                "--pusher-timeout / OCCUPANCY_PUSHER_TIMEOUT",
+            )?,
             webhook_body_limit: self.webhook_body_limit,
-            health_interval: positive(self.health_interval, "--health-interval / OCCUPANCY_HEALTH_INTERVAL")?,
+            health_interval: positive(
+                self.health_interval,
+                "--health-interval / OCCUPANCY_HEALTH_INTERVAL",
+            )?,
         })
     }
 }
@@ -318,13 +335,19 @@ mod tests {
             .err()
             .expect("rejected")
             .to_string();
-        assert!(err.contains("PUSHER_EXTRA_KEYS") && err.contains("entry 2"), "{err}");
+        assert!(
+            err.contains("PUSHER_EXTRA_KEYS") && err.contains("entry 2"),
+            "{err}"
+        );
         assert!(!err.contains("leakysecretvalue"), "{err}");
 
         for (args, option) in [
             (&["--pusher-api-url", "ftp://x"][..], "PUSHER_API_URL"),
             (&["--pusher-cluster", "a/b"][..], "PUSHER_CLUSTER"),
-            (&["--webhook-body-limit", "0"][..], "OCCUPANCY_WEBHOOK_BODY_LIMIT"),
+            (
+                &["--webhook-body-limit", "0"][..],
+                "OCCUPANCY_WEBHOOK_BODY_LIMIT",
+            ),
             (&["--pusher-timeout", "0s"][..], "OCCUPANCY_PUSHER_TIMEOUT"),
         ] {
             let err = cli(args).err().expect("rejected").to_string();

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
+            // One line, on stderr with the logs, for whoever reads the crash.
             eprintln!("occupancy: {err:#}");
             ExitCode::FAILURE
         }

@@ -77,7 +77,10 @@ pub async fn serve<S: OccupancyStore>(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(OccupancyServer::new(gate))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc),
+            shutdown.clone().cancelled_owned(),
+        );
 
     let router = webhook::router(
         service.store,

@@ -141,13 +141,19 @@ async fn occupied_channel_is_published_once_and_vacated_one_is_not(kind: StoreKi
     let env = Env::start(kind, &[]).await;
     assert!(!env.occupied("private-job-1").await);
 
-    assert_eq!(env.webhook(&[("channel_occupied", "private-job-1")]).await, StatusCode::OK);
+    assert_eq!(
+        env.webhook(&[("channel_occupied", "private-job-1")]).await,
+        StatusCode::OK
+    );
     assert!(env.occupied("private-job-1").await);
     let (published, skipped) = env
         .publish(&["private-job-1"], "progress", r#"{"pct":42}"#, "123.456")
         .await
         .expect("publish");
-    assert_eq!((published, skipped), (vec!["private-job-1".to_owned()], vec![]));
+    assert_eq!(
+        (published, skipped),
+        (vec!["private-job-1".to_owned()], vec![])
+    );
     let calls = env.stub.calls();
     assert_eq!(calls.len(), 1, "exactly one Pusher call: {calls:?}");
     assert!(calls[0].signature_valid);
@@ -157,24 +163,36 @@ async fn occupied_channel_is_published_once_and_vacated_one_is_not(kind: StoreKi
         json!({"name": "progress", "data": "{\"pct\":42}", "channels": ["private-job-1"], "socket_id": "123.456"})
     );
 
-    assert_eq!(env.webhook(&[("channel_vacated", "private-job-1")]).await, StatusCode::OK);
+    assert_eq!(
+        env.webhook(&[("channel_vacated", "private-job-1")]).await,
+        StatusCode::OK
+    );
     assert!(!env.occupied("private-job-1").await);
     let (published, skipped) = env
         .publish(&["private-job-1"], "progress", "{}", "")
         .await
         .expect("publish");
-    assert_eq!((published, skipped), (vec![], vec!["private-job-1".to_owned()]));
+    assert_eq!(
+        (published, skipped),
+        (vec![], vec!["private-job-1".to_owned()])
+    );
     assert_eq!(env.stub.calls().len(), 1, "no call for a vacant channel");
 
     // Duplicate deliveries (Pusher delivers at least once) are harmless.
     for _ in 0..2 {
-        assert_eq!(env.webhook(&[("channel_vacated", "private-job-1")]).await, StatusCode::OK);
+        assert_eq!(
+            env.webhook(&[("channel_vacated", "private-job-1")]).await,
+            StatusCode::OK
+        );
     }
     assert!(!env.occupied("private-job-1").await);
 
     if let Some(redis) = &env.redis {
         // Encoders that read Redis directly see the same set.
-        assert_eq!(env.webhook(&[("channel_occupied", "legacy")]).await, StatusCode::OK);
+        assert_eq!(
+            env.webhook(&[("channel_occupied", "legacy")]).await,
+            StatusCode::OK
+        );
         let member: bool = redis::cmd("SISMEMBER")
             .arg("pusher:channels")
             .arg("legacy")
@@ -188,7 +206,8 @@ async fn occupied_channel_is_published_once_and_vacated_one_is_not(kind: StoreKi
 async fn mixed_publish_calls_pusher_once_for_the_occupied_channels(kind: StoreKind) {
     let env = Env::start(kind, &[]).await;
     assert_eq!(
-        env.webhook(&[("channel_occupied", "a"), ("channel_occupied", "c")]).await,
+        env.webhook(&[("channel_occupied", "a"), ("channel_occupied", "c")])
+            .await,
         StatusCode::OK
     );
     let (published, skipped) = env
@@ -200,10 +219,16 @@ async fn mixed_publish_calls_pusher_once_for_the_occupied_channels(kind: StoreKi
     let calls = env.stub.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].signature_valid);
-    assert_eq!(calls[0].body, json!({"name": "tick", "data": "x", "channels": ["a", "c"]}));
+    assert_eq!(
+        calls[0].body,
+        json!({"name": "tick", "data": "x", "channels": ["a", "c"]})
+    );
 
     // All vacant: no call at all.
-    let (published, skipped) = env.publish(&["b", "d"], "tick", "x", "").await.expect("publish");
+    let (published, skipped) = env
+        .publish(&["b", "d"], "tick", "x", "")
+        .await
+        .expect("publish");
     assert!(published.is_empty());
     assert_eq!(skipped, ["b", "d"]);
     assert_eq!(env.stub.calls().len(), 1);
@@ -242,15 +267,41 @@ async fn a_batch_is_applied_whole_and_other_events_are_ignored(kind: StoreKind) 
 
 async fn bad_webhooks_are_answered_and_change_nothing(kind: StoreKind) {
     let env = Env::start(kind, &["--webhook-body-limit", "2048"]).await;
-    assert_eq!(env.webhook(&[("channel_occupied", "kept")]).await, StatusCode::OK);
+    assert_eq!(
+        env.webhook(&[("channel_occupied", "kept")]).await,
+        StatusCode::OK
+    );
     let url = env.service.webhook_url();
-    let body = webhook_body(&[("channel_occupied", "intruder"), ("channel_vacated", "kept")]);
+    let body = webhook_body(&[
+        ("channel_occupied", "intruder"),
+        ("channel_vacated", "kept"),
+    ]);
     let good_sig = occupancy::webhook::sign(SECRET, body.as_bytes());
 
-    let cases: Vec<(&str, Option<&str>, Option<String>, Vec<u8>, StatusCode)> = vec![
-        ("no key", None, Some(good_sig.clone()), body.clone().into(), StatusCode::UNAUTHORIZED),
-        ("no signature", Some(KEY), None, body.clone().into(), StatusCode::UNAUTHORIZED),
-        ("unknown key", Some("other-key"), Some(good_sig.clone()), body.clone().into(), StatusCode::UNAUTHORIZED),
+    /// What is wrong, X-Pusher-Key, X-Pusher-Signature, body, expected answer.
+    type BadRequest<'a> = (&'a str, Option<&'a str>, Option<String>, Vec<u8>, StatusCode);
+    let cases: Vec<BadRequest> = vec![
+        (
+            "no key",
+            None,
+            Some(good_sig.clone()),
+            body.clone().into(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "no signature",
+            Some(KEY),
+            None,
+            body.clone().into(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "unknown key",
+            Some("other-key"),
+            Some(good_sig.clone()),
+            body.clone().into(),
+            StatusCode::UNAUTHORIZED,
+        ),
         (
             "wrong secret",
             Some(KEY),
@@ -265,13 +316,25 @@ async fn bad_webhooks_are_answered_and_change_nothing(kind: StoreKind) {
             body.replace("intruder", "intruded").into(),
             StatusCode::UNAUTHORIZED,
         ),
-        ("garbage signature", Some(KEY), Some("zz".into()), body.clone().into(), StatusCode::UNAUTHORIZED),
+        (
+            "garbage signature",
+            Some(KEY),
+            Some("zz".into()),
+            body.clone().into(),
+            StatusCode::UNAUTHORIZED,
+        ),
     ];
     for (what, key, sig, payload, expected) in cases {
         let (status, answer) = post_raw(&url, key, sig.as_deref(), payload).await;
         assert_eq!(status, expected, "{what}: {answer}");
-        assert!(answer["error"].is_string(), "{what} explains itself: {answer}");
-        assert!(!answer.to_string().contains(SECRET), "{what} echoes no secret");
+        assert!(
+            answer["error"].is_string(),
+            "{what} explains itself: {answer}"
+        );
+        assert!(
+            !answer.to_string().contains(SECRET),
+            "{what} echoes no secret"
+        );
     }
 
     for (what, payload) in [
@@ -279,7 +342,10 @@ async fn bad_webhooks_are_answered_and_change_nothing(kind: StoreKind) {
         ("no events", r#"{"time_ms": 1}"#.to_owned()),
         (
             "invalid channel",
-            webhook_body(&[("channel_occupied", "intruder"), ("channel_occupied", "bad name!")]),
+            webhook_body(&[
+                ("channel_occupied", "intruder"),
+                ("channel_occupied", "bad name!"),
+            ]),
         ),
     ] {
         let (status, answer) = post_signed(&url, KEY, SECRET, &payload).await;
@@ -291,7 +357,11 @@ async fn bad_webhooks_are_answered_and_change_nothing(kind: StoreKind) {
     let (status, answer) = post_signed(&url, KEY, SECRET, &huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
 
-    assert_eq!(env.snapshot(&["kept", "intruder"]).await, [true, false], "nothing changed");
+    assert_eq!(
+        env.snapshot(&["kept", "intruder"]).await,
+        [true, false],
+        "nothing changed"
+    );
 }
 
 async fn bad_grpc_requests_are_invalid_argument_naming_the_field(kind: StoreKind) {
@@ -305,7 +375,11 @@ async fn bad_grpc_requests_are_invalid_argument_naming_the_field(kind: StoreKind
         .await
         .expect_err("invalid channel");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("channel:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("channel:"),
+        "{}",
+        status.message()
+    );
 
     let long = "c".repeat(165);
     let many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
@@ -323,7 +397,10 @@ async fn bad_grpc_requests_are_invalid_argument_naming_the_field(kind: StoreKind
         (&["ok"], "e", &big, "", "data"),
         (&["ok"], "e", "", "abc", "socket_id"),
     ];
-    assert_eq!(env.webhook(&[("channel_occupied", "ok")]).await, StatusCode::OK);
+    assert_eq!(
+        env.webhook(&[("channel_occupied", "ok")]).await,
+        StatusCode::OK
+    );
     for (channels, event, data, socket_id, field) in cases {
         let status = env
             .publish(channels, event, data, socket_id)
@@ -336,12 +413,18 @@ async fn bad_grpc_requests_are_invalid_argument_naming_the_field(kind: StoreKind
             status.message()
         );
     }
-    assert!(env.stub.calls().is_empty(), "nothing invalid reached Pusher");
+    assert!(
+        env.stub.calls().is_empty(),
+        "nothing invalid reached Pusher"
+    );
 }
 
 async fn pusher_failures_map_to_grpc_statuses_with_the_reason(kind: StoreKind) {
     let env = Env::start(kind, &["--pusher-timeout", "300ms"]).await;
-    assert_eq!(env.webhook(&[("channel_occupied", "live")]).await, StatusCode::OK);
+    assert_eq!(
+        env.webhook(&[("channel_occupied", "live")]).await,
+        StatusCode::OK
+    );
     for (status, code) in [
         (StatusCode::BAD_REQUEST, Code::InvalidArgument),
         (StatusCode::FORBIDDEN, Code::PermissionDenied),
@@ -355,10 +438,14 @@ async fn pusher_failures_map_to_grpc_statuses_with_the_reason(kind: StoreKind) {
             body: format!("stub says {}", status.as_u16()),
             delay: Duration::ZERO,
         });
-        let err = env.publish(&["live"], "e", "d", "").await.expect_err("fails");
+        let err = env
+            .publish(&["live"], "e", "d", "")
+            .await
+            .expect_err("fails");
         assert_eq!(err.code(), code, "HTTP {status}: {err:?}");
         assert!(
-            err.message().contains(&format!("stub says {}", status.as_u16())),
+            err.message()
+                .contains(&format!("stub says {}", status.as_u16())),
             "reason kept: {}",
             err.message()
         );
@@ -367,17 +454,29 @@ async fn pusher_failures_map_to_grpc_statuses_with_the_reason(kind: StoreKind) {
         delay: Duration::from_secs(2),
         ..Behaviour::default()
     });
-    let err = env.publish(&["live"], "e", "d", "").await.expect_err("times out");
+    let err = env
+        .publish(&["live"], "e", "d", "")
+        .await
+        .expect_err("times out");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
 
     // Pusher unreachable: a port nobody listens on.
     drop(env);
     let dead = format!("http://127.0.0.1:{}", support::free_port());
     let env = Env::start(kind, &["--pusher-api-url", &dead]).await;
-    assert_eq!(env.webhook(&[("channel_occupied", "live")]).await, StatusCode::OK);
-    let err = env.publish(&["live"], "e", "d", "").await.expect_err("unreachable");
+    assert_eq!(
+        env.webhook(&[("channel_occupied", "live")]).await,
+        StatusCode::OK
+    );
+    let err = env
+        .publish(&["live"], "e", "d", "")
+        .await
+        .expect_err("unreachable");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(!env.service.log_text().contains(SECRET), "secret never logged");
+    assert!(
+        !env.service.log_text().contains(SECRET),
+        "secret never logged"
+    );
 }
 
 async fn health_client(

@@ -62,8 +62,8 @@ pub fn publish(request: PublishIfOccupiedRequest) -> Result<Publish, InvalidFiel
     }
     let mut channels: Vec<ChannelName> = Vec::with_capacity(request.channels.len());
     for (index, name) in request.channels.into_iter().enumerate() {
-        let channel =
-            ChannelName::parse(name).map_err(|e| invalid(format!("channels[{index}]"), e.to_string()))?;
+        let channel = ChannelName::parse(name)
+            .map_err(|e| invalid(format!("channels[{index}]"), e.to_string()))?;
         if !channels.contains(&channel) {
             channels.push(channel);
         }
@@ -117,7 +117,12 @@ fn is_socket_id(id: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn request(channels: &[&str], event: &str, data: &str, socket_id: &str) -> PublishIfOccupiedRequest {
+    fn request(
+        channels: &[&str],
+        event: &str,
+        data: &str,
+        socket_id: &str,
+    ) -> PublishIfOccupiedRequest {
         PublishIfOccupiedRequest {
             channels: channels.iter().map(|c| (*c).to_owned()).collect(),
             event: event.into(),
@@ -146,14 +151,24 @@ mod tests {
         let many: Vec<String> = (0..=MAX_CHANNELS).map(|i| format!("c{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert_eq!(field_of(publish(request(&many, "e", "", ""))), "channels");
-        assert_eq!(field_of(publish(request(&["ok", "bad one"], "e", "", ""))), "channels[1]");
+        assert_eq!(
+            field_of(publish(request(&["ok", "bad one"], "e", "", ""))),
+            "channels[1]"
+        );
         assert_eq!(field_of(publish(request(&["a"], "", "", ""))), "event");
         let long_event = "e".repeat(MAX_EVENT_NAME_LEN + 1);
-        assert_eq!(field_of(publish(request(&["a"], &long_event, "", ""))), "event");
+        assert_eq!(
+            field_of(publish(request(&["a"], &long_event, "", ""))),
+            "event"
+        );
         let big = "x".repeat(MAX_DATA_BYTES + 1);
         assert_eq!(field_of(publish(request(&["a"], "e", &big, ""))), "data");
         for bad in ["1", "a.b", "1.", ".1", "1.2.3", "1.2 "] {
-            assert_eq!(field_of(publish(request(&["a"], "e", "", bad))), "socket_id", "{bad}");
+            assert_eq!(
+                field_of(publish(request(&["a"], "e", "", bad))),
+                "socket_id",
+                "{bad}"
+            );
         }
     }
 

@@ -68,11 +68,10 @@ async fn receive<S: OccupancyStore>(
     };
 
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Err(err) = state.keys.verify(
-        header("x-pusher-key"),
-        header("x-pusher-signature"),
-        &body,
-    ) {
+    if let Err(err) = state
+        .keys
+        .verify(header("x-pusher-key"), header("x-pusher-signature"), &body)
+    {
         tracing::warn!(reason = %err, "webhook rejected: bad signature");
         return answer(StatusCode::UNAUTHORIZED, &err.to_string());
     }

@@ -276,7 +276,10 @@ fn verify(app_id: &str, path: &str, query: &str, body: &[u8]) -> Result<(), Stri
     let timestamp: u64 = get("auth_timestamp")?
         .parse()
         .map_err(|_| "bad auth_timestamp")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     if now.abs_diff(timestamp) > 600 {
         return Err("auth_timestamp more than 600 s off".into());
     }
@@ -385,7 +388,10 @@ impl Occupancy {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "occupancy did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "occupancy did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -411,7 +417,10 @@ impl Drop for Occupancy {
 
 /// A webhook body as Pusher sends it.
 pub fn webhook_body(events: &[(&str, &str)]) -> String {
-    let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let time_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let events: Vec<Value> = events
         .iter()
         .map(|(name, channel)| json!({ "name": name, "channel": channel }))
