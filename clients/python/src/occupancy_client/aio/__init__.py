@@ -1,0 +1,148 @@
+"""The asyncio client, built on ``grpc.aio``.
+
+Same behaviour and failure policy as :class:`occupancy_client.Client`, with
+coroutines instead of blocking calls::
+
+    async with occupancy_client.aio.Client("gate:50051") as gate:
+        if await gate.is_occupied("private-job-42"):
+            ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+
+import grpc
+import grpc.aio
+
+from .. import _common
+from .._common import ChannelOptions, PublishResult
+from .._errors import ErrorHook, OccupancyError
+from .._generated.occupancy.v1 import occupancy_pb2, occupancy_pb2_grpc
+
+__all__ = ["Client"]
+
+
+class Client:
+    """Asyncio client for the occupancy gate.
+
+    Holds one ``grpc.aio`` channel for its whole life. A ``grpc.aio`` channel
+    belongs to the event loop it was created in, so construct the client inside
+    a running loop (in a coroutine, or with ``async with``) and use it only
+    from that loop. Close it with :meth:`close` or ``async with``.
+
+    Args:
+        target: ``host:port`` of the gate.
+        timeout: Deadline in seconds for :meth:`is_occupied`.
+        publish_timeout: Deadline in seconds for :meth:`publish_if_occupied`;
+            longer than the gate's own Pusher HTTP timeout.
+        fail_open: When True (the default), :meth:`is_occupied` answers True
+            if the gate is unreachable or answers an error; when False it
+            raises. ``INVALID_ARGUMENT`` raises in both modes.
+        on_error: A plain (non-async) callable given every error swallowed by
+            fail-open; it runs inside the event loop, so keep it quick. Without
+            it, swallowed errors are logged as warnings on the
+            ``occupancy_client`` logger.
+        credentials: Channel credentials for TLS, or None for plaintext.
+        options: Extra gRPC channel arguments, applied over the library's
+            defaults (which shorten the reconnect backoff to at most 5 s).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = _common.DEFAULT_TIMEOUT,
+        publish_timeout: float = _common.DEFAULT_PUBLISH_TIMEOUT,
+        fail_open: bool = True,
+        on_error: ErrorHook | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: ChannelOptions | None = None,
+    ) -> None:
+        self._timeout = _common.check_timeout("timeout", timeout)
+        self._publish_timeout = _common.check_timeout("publish_timeout", publish_timeout)
+        self._fail_open = bool(fail_open)
+        self._on_error = on_error
+        channel_args = _common.channel_options(options)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=channel_args)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=channel_args)
+        # The generated stub is untyped; responses are annotated at each call.
+        self._stub = occupancy_pb2_grpc.OccupancyStub(self._channel)  # type: ignore[no-untyped-call]
+        self._closed = False
+
+    async def is_occupied(self, channel: str) -> bool:
+        """Whether anyone is subscribed to ``channel`` right now.
+
+        Returns True also when the gate could not answer and the client fails
+        open.
+
+        Raises:
+            OccupancyError: With ``INVALID_ARGUMENT`` when the gate rejects the
+                channel name (always); with any other status only when the
+                client was built with ``fail_open=False``.
+            ValueError: The client is closed.
+        """
+        request = _common.is_occupied_request(channel)
+        self._ensure_open()
+        try:
+            response: occupancy_pb2.IsOccupiedResponse = await self._stub.IsOccupied(
+                request, timeout=self._timeout
+            )
+        except grpc.RpcError as error:
+            return _common.occupied_or_raise(
+                error, fail_open=self._fail_open, on_error=self._on_error
+            )
+        return bool(response.occupied)
+
+    async def publish_if_occupied(
+        self,
+        channels: Iterable[str],
+        event: str,
+        data: str,
+        socket_id: str | None = None,
+    ) -> PublishResult:
+        """Triggers ``event`` with ``data`` on those ``channels`` that are occupied.
+
+        One Pusher API call for all occupied channels, none when all are
+        vacant.
+
+        Raises:
+            OccupancyError: On any failure, whatever the failure policy. With
+                ``DEADLINE_EXCEEDED`` the event may still have been delivered.
+            TypeError: ``channels`` is a single string, or an argument has the
+                wrong type.
+            ValueError: The client is closed.
+        """
+        request = _common.publish_request(channels, event, data, socket_id)
+        self._ensure_open()
+        try:
+            response: occupancy_pb2.PublishIfOccupiedResponse = await self._stub.PublishIfOccupied(
+                request, timeout=self._publish_timeout
+            )
+        except grpc.RpcError as error:
+            raise OccupancyError._from_rpc_error("PublishIfOccupied", error) from error
+        return _common.publish_result(response)
+
+    async def close(self) -> None:
+        """Closes the gRPC channel, cancelling calls in flight. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self._channel.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ValueError("occupancy client is closed")
