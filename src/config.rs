@@ -217,6 +217,14 @@ impl Cli {
 
         let store = match self.redis_url {
             Some(url) if !url.trim().is_empty() => {
+                // Checked here so a bad URL stops start-up like every other bad option. The
+                // redis crate's message is only its category: the URL may hold a password.
+                redis::Client::open(url.as_str()).map_err(|e| {
+                    invalid(
+                        "--redis-url / REDIS_URL",
+                        format!("not a usable Redis URL ({})", e.category()),
+                    )
+                })?;
                 if self.redis_key.is_empty() {
                     return Err(invalid(
                         "--redis-key / OCCUPANCY_REDIS_KEY",

@@ -18,7 +18,14 @@ use occupancy::store::{MemoryStore, OccupancyStore, RedisStore, RedisStoreConfig
 use occupancy::webhook::WebhookKeys;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(), // --help, --version
+        Err(err) => {
+            eprintln!("occupancy: {} (see --help)", one_line(&err.to_string()));
+            return ExitCode::from(2);
+        }
+    };
     init_logging();
     let config = match cli.into_config() {
         Ok(config) => config,
@@ -42,6 +49,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's message without its usage block, folded onto one line so it reads well in a log.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_owned()
 }
 
 fn init_logging() {

@@ -279,7 +279,13 @@ async fn bad_webhooks_are_answered_and_change_nothing(kind: StoreKind) {
     let good_sig = occupancy::webhook::sign(SECRET, body.as_bytes());
 
     /// What is wrong, X-Pusher-Key, X-Pusher-Signature, body, expected answer.
-    type BadRequest<'a> = (&'a str, Option<&'a str>, Option<String>, Vec<u8>, StatusCode);
+    type BadRequest<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<String>,
+        Vec<u8>,
+        StatusCode,
+    );
     let cases: Vec<BadRequest> = vec![
         (
             "no key",
