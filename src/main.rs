@@ -101,6 +101,7 @@ async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result
     })
     .context("cannot set up the Pusher HTTP client")?;
 
+    let signal = shutdown_signal().context("cannot watch for SIGTERM and Ctrl-C")?;
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
@@ -112,7 +113,12 @@ async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result
     tracing::info!(api = %config.api_url, app_id = %config.app_id, "publishing through Pusher");
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        signal.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        on_signal.cancel();
+    });
 
     serve(
         Service {
@@ -131,26 +137,25 @@ async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result
     Ok(())
 }
 
-/// Cancels `shutdown` on Ctrl-C or SIGTERM, so both servers drain and the process exits 0.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot watch SIGTERM; only Ctrl-C stops gracefully");
-                let _ = ctrl_c.await;
-            }
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, not
+/// when first polled, so a signal that arrives right after start-up is not lost (and does not
+/// kill the process without draining).
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down: draining in-flight requests");
-    shutdown.cancel();
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -135,6 +135,7 @@ on_both_stores!(
     bad_grpc_requests_are_invalid_argument_naming_the_field,
     pusher_failures_map_to_grpc_statuses_with_the_reason,
     health_is_serving_and_sigterm_exits_zero,
+    both_keys_are_accepted_while_rotating,
 );
 
 async fn occupied_channel_is_published_once_and_vacated_one_is_not(kind: StoreKind) {
@@ -522,6 +523,89 @@ async fn health_is_serving_and_sigterm_exits_zero(kind: StoreKind) {
     assert_eq!(unknown.code(), Code::NotFound);
 
     let Env { service, .. } = env;
-    let status = service.terminate();
+    let status = service.terminate("TERM");
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
+
+    // Ctrl-C (SIGINT) drains the same way.
+    let stub = PusherStub::start().await;
+    let service = Occupancy::start(&["--pusher-api-url".into(), stub.url()]);
+    let status = service.terminate("INT");
+    assert!(status.success(), "exit status after SIGINT: {status:?}");
+}
+
+async fn both_keys_are_accepted_while_rotating(kind: StoreKind) {
+    let env = Env::start(kind, &["--pusher-extra-keys", "old-key:old-secret"]).await;
+    let url = env.service.webhook_url();
+    let body = webhook_body(&[("channel_occupied", "by-old-key")]);
+    assert_eq!(
+        post_signed(&url, "old-key", "old-secret", &body).await.0,
+        StatusCode::OK
+    );
+    let body = webhook_body(&[("channel_occupied", "by-new-key")]);
+    assert_eq!(
+        post_signed(&url, KEY, SECRET, &body).await.0,
+        StatusCode::OK
+    );
+    // A secret is only good for its own key.
+    let body = webhook_body(&[("channel_occupied", "crossed")]);
+    assert_eq!(
+        post_signed(&url, KEY, "old-secret", &body).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        env.snapshot(&["by-old-key", "by-new-key", "crossed"]).await,
+        [true, true, false]
+    );
+    let log = env.service.log_text();
+    assert!(
+        !log.contains("old-secret") && !log.contains(SECRET),
+        "secrets never logged"
+    );
+    let warned = log.contains("kept in memory, local to this one process");
+    assert_eq!(
+        warned,
+        kind == StoreKind::Memory,
+        "start-up says where state lives"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_publish_finish() {
+    let env = Env::start(StoreKind::Memory, &[]).await;
+    assert_eq!(
+        env.webhook(&[("channel_occupied", "busy")]).await,
+        StatusCode::OK
+    );
+    env.stub.set_behaviour(Behaviour {
+        delay: Duration::from_millis(800),
+        ..Behaviour::default()
+    });
+    let mut gate = env.gate.clone();
+    let in_flight = tokio::spawn(async move {
+        gate.publish_if_occupied(PublishIfOccupiedRequest {
+            channels: vec!["busy".into()],
+            event: "e".into(),
+            data: "d".into(),
+            socket_id: String::new(),
+        })
+        .await
+    });
+    // Wait until the request has reached "Pusher", then ask the service to stop.
+    support::eventually(
+        Duration::from_secs(5),
+        "the publish to reach Pusher",
+        || async { !env.stub.calls().is_empty() },
+    )
+    .await;
+    let Env { service, stub, .. } = env;
+    let status = tokio::task::spawn_blocking(move || service.terminate("TERM"))
+        .await
+        .expect("join");
+    assert!(status.success(), "{status:?}");
+    let answer = in_flight
+        .await
+        .expect("join")
+        .expect("in-flight publish completed");
+    assert_eq!(answer.into_inner().published, ["busy"]);
+    drop(stub);
 }

@@ -376,10 +376,10 @@ impl Occupancy {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends `signal` (TERM, INT) and waits for the exit status.
+    pub fn terminate(mut self, signal: &str) -> std::process::ExitStatus {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
@@ -390,7 +390,7 @@ impl Occupancy {
             }
             assert!(
                 Instant::now() < deadline,
-                "occupancy did not exit after SIGTERM"
+                "occupancy did not exit after SIG{signal}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
