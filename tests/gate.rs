@@ -489,12 +489,7 @@ async fn pusher_failures_map_to_grpc_statuses_with_the_reason(kind: StoreKind) {
 async fn health_client(
     service: &Occupancy,
 ) -> tonic_health::pb::health_client::HealthClient<Channel> {
-    let channel = Channel::from_shared(service.grpc_url())
-        .expect("valid URL")
-        .connect()
-        .await
-        .expect("connect");
-    tonic_health::pb::health_client::HealthClient::new(channel)
+    tonic_health::pb::health_client::HealthClient::new(service.channel().await)
 }
 
 async fn health_is_serving_and_sigterm_exits_zero(kind: StoreKind) {

@@ -17,14 +17,6 @@ use tonic_health::pb::health_client::HealthClient;
 const SERVING: i32 = 1;
 const NOT_SERVING: i32 = 2;
 
-async fn channel(service: &Occupancy) -> Channel {
-    Channel::from_shared(service.grpc_url())
-        .expect("valid URL")
-        .connect()
-        .await
-        .expect("connect")
-}
-
 async fn health_is(health: &HealthClient<Channel>, wanted: i32) {
     for service in ["", "occupancy.v1.Occupancy"] {
         support::eventually(
@@ -70,7 +62,7 @@ async fn redis_down_is_reported_everywhere_and_recovery_needs_no_restart() {
         "--redis-timeout".into(),
         "300ms".into(),
     ]);
-    let channel = channel(&service).await;
+    let channel = service.channel().await;
     let gate = OccupancyClient::new(channel.clone());
     let health = HealthClient::new(channel);
     let webhook = |events: &'static [(&'static str, &'static str)]| {
@@ -142,7 +134,7 @@ async fn starts_while_redis_is_down_and_serves_once_it_is_up() {
         "--pusher-api-url".into(),
         stub.url(),
     ]);
-    let channel = channel(&service).await;
+    let channel = service.channel().await;
     let health = HealthClient::new(channel.clone());
     health_is(&health, NOT_SERVING).await;
     let err = is_occupied(&OccupancyClient::new(channel.clone()), "x")
@@ -177,7 +169,7 @@ async fn a_key_of_the_wrong_type_is_internal_not_unavailable() {
         "--pusher-api-url".into(),
         stub.url(),
     ]);
-    let gate = OccupancyClient::new(channel(&service).await);
+    let gate = OccupancyClient::new(service.channel().await);
     let err = is_occupied(&gate, "x").await.expect_err("WRONGTYPE");
     assert_eq!(err.code(), Code::Internal, "{err:?}");
     let (status, _) = post_signed(

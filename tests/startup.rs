@@ -7,7 +7,6 @@ use std::process::{Command, Stdio};
 
 use support::{Occupancy, PusherStub};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 fn run_with(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_occupancy"))
@@ -138,11 +137,7 @@ fn help_documents_every_option_with_its_variable() {
 async fn reflection_lists_services_in_v1_and_v1alpha() {
     let stub = PusherStub::start().await;
     let service = Occupancy::start(&["--pusher-api-url".into(), stub.url()]);
-    let channel = Channel::from_shared(service.grpc_url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = service.channel().await;
 
     {
         use tonic_reflection::pb::v1::ServerReflectionRequest;

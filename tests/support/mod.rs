@@ -368,6 +368,15 @@ impl Occupancy {
         format!("http://{}", self.grpc_addr)
     }
 
+    /// A gRPC channel to the gate, for any generated client (gate, health, reflection).
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.grpc_url())
+            .expect("valid URL")
+            .connect()
+            .await
+            .expect("connect to the gate")
+    }
+
     pub fn webhook_url(&self) -> String {
         format!("http://{}/webhooks/pusher", self.http_addr)
     }
