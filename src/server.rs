@@ -46,6 +46,13 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// Reflection over every service this server offers, ready to build in either dialect.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// Serves gRPC on `grpc` and webhooks on `http` until `shutdown` is cancelled, then drains.
 pub async fn serve<S: OccupancyStore>(
     service: Service<S>,
@@ -62,14 +69,8 @@ pub async fn serve<S: OccupancyStore>(
     ));
 
     // v1 for current grpcurl and grpc tools, v1alpha for grpcurl before 1.8.8.
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let gate = Gate::new(service.store.clone(), service.publisher);
     let grpc_server = tonic::transport::Server::builder()

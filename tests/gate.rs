@@ -48,13 +48,7 @@ impl Env {
     }
 
     async fn webhook(&self, events: &[(&str, &str)]) -> StatusCode {
-        let (status, body) = post_signed(
-            &self.service.webhook_url(),
-            KEY,
-            SECRET,
-            &webhook_body(events),
-        )
-        .await;
+        let (status, body) = self.service.send_webhook(events).await;
         assert!(body.is_object(), "webhook answers JSON: {body}");
         status
     }

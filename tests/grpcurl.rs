@@ -11,7 +11,7 @@ use std::process::Command;
 
 use axum::http::StatusCode;
 use serde_json::Value;
-use support::{KEY, Occupancy, PusherStub, SECRET, post_signed, webhook_body};
+use support::{Occupancy, PusherStub};
 
 fn grpcurl_binaries() -> Vec<String> {
     match std::env::var("GRPCURL_BINS") {
@@ -40,13 +40,9 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     let stub = PusherStub::start().await;
     let service = Occupancy::start(&["--pusher-api-url".into(), stub.url()]);
     let addr = service.grpc_addr.to_string();
-    let (status, _) = post_signed(
-        &service.webhook_url(),
-        KEY,
-        SECRET,
-        &webhook_body(&[("channel_occupied", "private-watched")]),
-    )
-    .await;
+    let (status, _) = service
+        .send_webhook(&[("channel_occupied", "private-watched")])
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     for bin in grpcurl_binaries() {

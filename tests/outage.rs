@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
-use support::{KEY, Occupancy, PusherStub, RedisServer, SECRET, post_signed, webhook_body};
+use support::{Occupancy, PusherStub, RedisServer};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -65,20 +65,21 @@ async fn redis_down_is_reported_everywhere_and_recovery_needs_no_restart() {
     let channel = service.channel().await;
     let gate = OccupancyClient::new(channel.clone());
     let health = HealthClient::new(channel);
-    let webhook = |events: &'static [(&'static str, &'static str)]| {
-        let url = service.webhook_url();
-        async move { post_signed(&url, KEY, SECRET, &webhook_body(events)).await }
-    };
 
     health_is(&health, SERVING).await;
     assert_eq!(
-        webhook(&[("channel_occupied", "before")]).await.0,
+        service
+            .send_webhook(&[("channel_occupied", "before")])
+            .await
+            .0,
         StatusCode::OK
     );
 
     redis.stop();
     health_is(&health, NOT_SERVING).await;
-    let (status, body) = webhook(&[("channel_occupied", "during")]).await;
+    let (status, body) = service
+        .send_webhook(&[("channel_occupied", "during")])
+        .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(
         body["error"]
@@ -112,7 +113,13 @@ async fn redis_down_is_reported_everywhere_and_recovery_needs_no_restart() {
     support::eventually(
         Duration::from_secs(10),
         "webhooks accepted again",
-        || async { webhook(&[("channel_occupied", "after")]).await.0 == StatusCode::OK },
+        || async {
+            service
+                .send_webhook(&[("channel_occupied", "after")])
+                .await
+                .0
+                == StatusCode::OK
+        },
     )
     .await;
     assert!(is_occupied(&gate, "after").await.expect("gate answers"));
@@ -172,12 +179,6 @@ async fn a_key_of_the_wrong_type_is_internal_not_unavailable() {
     let gate = OccupancyClient::new(service.channel().await);
     let err = is_occupied(&gate, "x").await.expect_err("WRONGTYPE");
     assert_eq!(err.code(), Code::Internal, "{err:?}");
-    let (status, _) = post_signed(
-        &service.webhook_url(),
-        KEY,
-        SECRET,
-        &webhook_body(&[("channel_occupied", "x")]),
-    )
-    .await;
+    let (status, _) = service.send_webhook(&[("channel_occupied", "x")]).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
 }

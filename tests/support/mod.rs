@@ -381,6 +381,11 @@ impl Occupancy {
         format!("http://{}/webhooks/pusher", self.http_addr)
     }
 
+    /// Posts `events` as one webhook signed with the service's own key, as Pusher would.
+    pub async fn send_webhook(&self, events: &[(&str, &str)]) -> (StatusCode, Value) {
+        post_signed(&self.webhook_url(), KEY, SECRET, &webhook_body(events)).await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
