@@ -58,6 +58,7 @@ impl Env {
             .clone()
             .is_occupied(IsOccupiedRequest {
                 channel: channel.into(),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("IsOccupied({channel}) failed: {s:?}"))
@@ -79,6 +80,7 @@ impl Env {
                 event: event.into(),
                 data: data.into(),
                 socket_id: socket_id.into(),
+                ..Default::default()
             })
             .await
             .map(|r| {
@@ -372,6 +374,7 @@ async fn bad_grpc_requests_are_invalid_argument_naming_the_field(kind: StoreKind
         .clone()
         .is_occupied(IsOccupiedRequest {
             channel: "bad channel!".into(),
+            ..Default::default()
         })
         .await
         .expect_err("invalid channel");
@@ -576,6 +579,7 @@ async fn sigterm_lets_an_in_flight_publish_finish() {
             event: "e".into(),
             data: "d".into(),
             socket_id: String::new(),
+            ..Default::default()
         })
         .await
     });

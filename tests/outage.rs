@@ -45,6 +45,7 @@ async fn is_occupied(
     gate.clone()
         .is_occupied(IsOccupiedRequest {
             channel: channel.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().occupied)
@@ -98,6 +99,7 @@ async fn redis_down_is_reported_everywhere_and_recovery_needs_no_restart() {
             event: "e".into(),
             data: "d".into(),
             socket_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("store is down");

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::proto::occupancy_server::Occupancy;
 use crate::proto::{
     IsOccupiedRequest, IsOccupiedResponse, PublishIfOccupiedRequest, PublishIfOccupiedResponse,
+    WatchOccupancyRequest, WatchOccupancyResponse,
 };
 use crate::pusher::Publisher;
 use crate::store::OccupancyStore;
@@ -33,6 +34,17 @@ impl<S> Gate<S> {
 
 #[tonic::async_trait]
 impl<S: OccupancyStore> Occupancy for Gate<S> {
+    type WatchOccupancyStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<WatchOccupancyResponse, Status>> + Send>,
+    >;
+
+    async fn watch_occupancy(
+        &self,
+        _request: Request<WatchOccupancyRequest>,
+    ) -> Result<Response<Self::WatchOccupancyStream>, Status> {
+        Err(Status::unimplemented("WatchOccupancy is not served yet"))
+    }
+
     async fn is_occupied(
         &self,
         request: Request<IsOccupiedRequest>,
@@ -89,6 +101,7 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         Ok(Response::new(PublishIfOccupiedResponse {
             published: live.into_iter().map(|c| c.to_string()).collect(),
             skipped,
+            ..Default::default()
         }))
     }
 }

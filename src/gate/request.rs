@@ -128,6 +128,7 @@ mod tests {
             event: event.into(),
             data: data.into(),
             socket_id: socket_id.into(),
+            ..Default::default()
         }
     }
 

@@ -7,6 +7,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
   add_file("occupancy/v1/occupancy.proto", :syntax => :proto3) do
     add_message "occupancy.v1.IsOccupiedRequest" do
       optional :channel, :string, 1
+      optional :app_id, :string, 2
     end
     add_message "occupancy.v1.IsOccupiedResponse" do
       optional :occupied, :bool, 1
@@ -16,10 +17,31 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :event, :string, 2
       optional :data, :string, 3
       optional :socket_id, :string, 4
+      optional :app_id, :string, 5
+      optional :coalesce_ms, :uint32, 6
     end
     add_message "occupancy.v1.PublishIfOccupiedResponse" do
       repeated :published, :string, 1
       repeated :skipped, :string, 2
+      repeated :deferred, :string, 3
+      optional :superseded, :uint32, 4
+      optional :store_unavailable, :bool, 5
+    end
+    add_message "occupancy.v1.WatchOccupancyRequest" do
+      optional :app_id, :string, 1
+      optional :channel_prefix, :string, 2
+    end
+    add_message "occupancy.v1.WatchOccupancyResponse" do
+      optional :kind, :enum, 1, "occupancy.v1.WatchOccupancyResponse.Kind"
+      repeated :occupied, :string, 2
+      repeated :vacated, :string, 3
+    end
+    add_enum "occupancy.v1.WatchOccupancyResponse.Kind" do
+      value :KIND_UNSPECIFIED, 0
+      value :KIND_RESET, 1
+      value :KIND_SNAPSHOT, 2
+      value :KIND_SYNCED, 3
+      value :KIND_CHANGE, 4
     end
   end
 end
@@ -30,5 +52,8 @@ module Occupancy
     IsOccupiedResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("occupancy.v1.IsOccupiedResponse").msgclass
     PublishIfOccupiedRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("occupancy.v1.PublishIfOccupiedRequest").msgclass
     PublishIfOccupiedResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("occupancy.v1.PublishIfOccupiedResponse").msgclass
+    WatchOccupancyRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("occupancy.v1.WatchOccupancyRequest").msgclass
+    WatchOccupancyResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("occupancy.v1.WatchOccupancyResponse").msgclass
+    WatchOccupancyResponse::Kind = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("occupancy.v1.WatchOccupancyResponse.Kind").enummodule
   end
 end

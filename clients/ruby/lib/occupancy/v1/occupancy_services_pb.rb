@@ -8,9 +8,20 @@
 # `channel_vacated` webhooks. Asking costs one store round trip; publishing to
 # a vacant channel costs nothing at all, which is the point of the gate.
 #
+# Several Pusher apps can be served by one deployment. Every request carries an
+# optional `app_id`: empty means the only configured app.
+#
+# Access: when the gate is started with tokens, every call of this service needs
+# the metadata `authorization: Bearer <token>` (health and reflection stay open).
+#
 # Error statuses (every status carries a message naming the cause):
 #   INVALID_ARGUMENT    a field failed validation (the message names the field),
-#                       or Pusher rejected the request as malformed (HTTP 400/413).
+#                       `app_id` is empty while several apps are configured (the
+#                       message lists the known ids), or Pusher rejected the
+#                       request as malformed (HTTP 400/413).
+#   NOT_FOUND           `app_id` names no configured app.
+#   UNAUTHENTICATED     tokens are required and the call carried none, or a
+#                       wrong one.
 #   UNAVAILABLE         the occupancy store cannot be reached, or Pusher answered
 #                       5xx or could not be reached; safe to retry.
 #   DEADLINE_EXCEEDED   Pusher did not answer within the publish timeout; the
@@ -19,6 +30,7 @@
 #   RESOURCE_EXHAUSTED  Pusher answered 429 (rate limited).
 #   FAILED_PRECONDITION Pusher answered 401 or another 4xx: the gate's Pusher
 #                       credentials or configuration are wrong (an operator fix).
+#   INTERNAL            the store answered an error retrying will not fix.
 
 require 'grpc'
 require 'occupancy/v1/occupancy_pb'
@@ -41,6 +53,16 @@ module Occupancy
         # Triggers `event` on those of `channels` that are occupied, in a single
         # Pusher HTTP API call, and makes no call at all when none is occupied.
         rpc :PublishIfOccupied, ::Occupancy::V1::PublishIfOccupiedRequest, ::Occupancy::V1::PublishIfOccupiedResponse
+        # The occupied set of one app and every change to it, for clients that keep
+        # a local copy and answer `IsOccupied` from memory. The stream starts with
+        # KIND_RESET, then zero or more KIND_SNAPSHOT messages that together list
+        # every occupied channel (matching `channel_prefix`), then one KIND_SYNCED
+        # marker, then a KIND_CHANGE message per applied webhook batch. The server
+        # may start over at any time (a reader too slow to keep up, a break in the
+        # feed between replicas) by sending KIND_RESET again: the client then drops
+        # its copy and is not synchronised until the next KIND_SYNCED. The stream
+        # ends with status UNAVAILABLE when the gate shuts down; reconnect.
+        rpc :WatchOccupancy, ::Occupancy::V1::WatchOccupancyRequest, stream(::Occupancy::V1::WatchOccupancyResponse)
       end
 
       Stub = Service.rpc_stub_class

@@ -8,7 +8,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -28,9 +30,20 @@ export const protobufFileName = "occupancy/v1/occupancy.proto";
  * `channel_vacated` webhooks. Asking costs one store round trip; publishing to
  * a vacant channel costs nothing at all, which is the point of the gate.
  *
+ * Several Pusher apps can be served by one deployment. Every request carries an
+ * optional `app_id`: empty means the only configured app.
+ *
+ * Access: when the gate is started with tokens, every call of this service needs
+ * the metadata `authorization: Bearer <token>` (health and reflection stay open).
+ *
  * Error statuses (every status carries a message naming the cause):
  *   INVALID_ARGUMENT    a field failed validation (the message names the field),
- *                       or Pusher rejected the request as malformed (HTTP 400/413).
+ *                       `app_id` is empty while several apps are configured (the
+ *                       message lists the known ids), or Pusher rejected the
+ *                       request as malformed (HTTP 400/413).
+ *   NOT_FOUND           `app_id` names no configured app.
+ *   UNAUTHENTICATED     tokens are required and the call carried none, or a
+ *                       wrong one.
  *   UNAVAILABLE         the occupancy store cannot be reached, or Pusher answered
  *                       5xx or could not be reached; safe to retry.
  *   DEADLINE_EXCEEDED   Pusher did not answer within the publish timeout; the
@@ -39,6 +52,7 @@ export const protobufFileName = "occupancy/v1/occupancy.proto";
  *   RESOURCE_EXHAUSTED  Pusher answered 429 (rate limited).
  *   FAILED_PRECONDITION Pusher answered 401 or another 4xx: the gate's Pusher
  *                       credentials or configuration are wrong (an operator fix).
+ *   INTERNAL            the store answered an error retrying will not fix.
  */
 
 export interface IsOccupiedRequest {
@@ -47,6 +61,8 @@ export interface IsOccupiedRequest {
    * (prefixes such as `private-` and `presence-` are part of the name).
    */
   channel: string;
+  /** Optional. The Pusher app id; empty means the only configured app. */
+  appId: string;
 }
 
 export interface IsOccupiedResponse {
@@ -72,30 +88,88 @@ export interface PublishIfOccupiedRequest {
    * receiving the event, as in Pusher's own API. Empty means nobody is excluded.
    */
   socketId: string;
+  /** Optional. The Pusher app id; empty means the only configured app. */
+  appId: string;
+  /**
+   * Optional coalescing, for progress-style events where only the newest value
+   * matters. 0 (the default) publishes now. Above 0 (at most 60000): per app,
+   * channel and event, at most one Pusher call is made per this many
+   * milliseconds; an update that arrives sooner is held and sent at the end of
+   * the interval, and a newer held update replaces an older one (latest `data`
+   * and `socket_id` win). The last update is always delivered, at most one
+   * interval late.
+   */
+  coalesceMs: number;
 }
 
 export interface PublishIfOccupiedResponse {
   /**
-   * The occupied channels the event was triggered on, each listed once, in the
-   * order first given in the request.
+   * The occupied channels the event was triggered on now, each listed once, in
+   * the order first given in the request.
    */
   published: string[];
   /**
    * The vacant channels, which received nothing, each listed once, in the order
-   * first given in the request. `published` and `skipped` together hold every
-   * distinct requested channel exactly once.
+   * first given in the request.
    */
   skipped: string[];
+  /**
+   * With `coalesce_ms`: occupied channels whose update is held and will be sent
+   * at the end of the current interval (unless a newer update replaces it).
+   * `published`, `skipped` and `deferred` together hold every distinct
+   * requested channel exactly once.
+   */
+  deferred: string[];
+  /**
+   * With `coalesce_ms`: how many held updates of earlier calls this call
+   * replaced (those will never be sent).
+   */
+  superseded: number;
+  /**
+   * True when the store could not be asked and the gate, configured with
+   * `--publish-when-store-down all`, published to every requested channel
+   * (all listed in `published`) rather than lose a live update.
+   */
+  storeUnavailable: boolean;
+}
+
+export interface WatchOccupancyRequest {
+  /** Optional. The Pusher app id; empty means the only configured app. */
+  appId: string;
+  /** Optional. Only channels whose name starts with this prefix are reported. */
+  channelPrefix: string;
+}
+
+export interface WatchOccupancyResponse {
+  kind: WatchOccupancyResponse_Kind;
+  occupied: string[];
+  vacated: string[];
+}
+
+export enum WatchOccupancyResponse_Kind {
+  KIND_UNSPECIFIED = 0,
+  /** KIND_RESET - Start (or start over): drop any local copy; not synchronised. */
+  KIND_RESET = 1,
+  /** KIND_SNAPSHOT - Part of the current set: `occupied` lists occupied channels. */
+  KIND_SNAPSHOT = 2,
+  /** KIND_SYNCED - The snapshot is complete: the local copy is now current. */
+  KIND_SYNCED = 3,
+  /** KIND_CHANGE - A change: `occupied` became occupied, `vacated` became vacant. */
+  KIND_CHANGE = 4,
+  UNRECOGNIZED = -1,
 }
 
 function createBaseIsOccupiedRequest(): IsOccupiedRequest {
-  return { channel: "" };
+  return { channel: "", appId: "" };
 }
 
 export const IsOccupiedRequest: MessageFns<IsOccupiedRequest> = {
   encode(message: IsOccupiedRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.channel !== "") {
       writer.uint32(10).string(message.channel);
+    }
+    if (message.appId !== "") {
+      writer.uint32(18).string(message.appId);
     }
     return writer;
   },
@@ -119,6 +193,14 @@ export const IsOccupiedRequest: MessageFns<IsOccupiedRequest> = {
             }
 
             message.channel = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.appId = reader.string();
             continue;
           }
         }
@@ -181,7 +263,7 @@ export const IsOccupiedResponse: MessageFns<IsOccupiedResponse> = {
 };
 
 function createBasePublishIfOccupiedRequest(): PublishIfOccupiedRequest {
-  return { channels: [], event: "", data: "", socketId: "" };
+  return { channels: [], event: "", data: "", socketId: "", appId: "", coalesceMs: 0 };
 }
 
 export const PublishIfOccupiedRequest: MessageFns<PublishIfOccupiedRequest> = {
@@ -197,6 +279,12 @@ export const PublishIfOccupiedRequest: MessageFns<PublishIfOccupiedRequest> = {
     }
     if (message.socketId !== "") {
       writer.uint32(34).string(message.socketId);
+    }
+    if (message.appId !== "") {
+      writer.uint32(42).string(message.appId);
+    }
+    if (message.coalesceMs !== 0) {
+      writer.uint32(48).uint32(message.coalesceMs);
     }
     return writer;
   },
@@ -246,6 +334,22 @@ export const PublishIfOccupiedRequest: MessageFns<PublishIfOccupiedRequest> = {
             message.socketId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.appId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.coalesceMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -260,7 +364,7 @@ export const PublishIfOccupiedRequest: MessageFns<PublishIfOccupiedRequest> = {
 };
 
 function createBasePublishIfOccupiedResponse(): PublishIfOccupiedResponse {
-  return { published: [], skipped: [] };
+  return { published: [], skipped: [], deferred: [], superseded: 0, storeUnavailable: false };
 }
 
 export const PublishIfOccupiedResponse: MessageFns<PublishIfOccupiedResponse> = {
@@ -270,6 +374,15 @@ export const PublishIfOccupiedResponse: MessageFns<PublishIfOccupiedResponse> = 
     }
     for (const v of message.skipped) {
       writer.uint32(18).string(v!);
+    }
+    for (const v of message.deferred) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.superseded !== 0) {
+      writer.uint32(32).uint32(message.superseded);
+    }
+    if (message.storeUnavailable !== false) {
+      writer.uint32(40).bool(message.storeUnavailable);
     }
     return writer;
   },
@@ -301,6 +414,155 @@ export const PublishIfOccupiedResponse: MessageFns<PublishIfOccupiedResponse> = 
             }
 
             message.skipped.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.deferred.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.superseded = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.storeUnavailable = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseWatchOccupancyRequest(): WatchOccupancyRequest {
+  return { appId: "", channelPrefix: "" };
+}
+
+export const WatchOccupancyRequest: MessageFns<WatchOccupancyRequest> = {
+  encode(message: WatchOccupancyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.appId !== "") {
+      writer.uint32(10).string(message.appId);
+    }
+    if (message.channelPrefix !== "") {
+      writer.uint32(18).string(message.channelPrefix);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchOccupancyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchOccupancyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.appId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.channelPrefix = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+};
+
+function createBaseWatchOccupancyResponse(): WatchOccupancyResponse {
+  return { kind: 0, occupied: [], vacated: [] };
+}
+
+export const WatchOccupancyResponse: MessageFns<WatchOccupancyResponse> = {
+  encode(message: WatchOccupancyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    for (const v of message.occupied) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.vacated) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchOccupancyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchOccupancyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.occupied.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.vacated.push(reader.string());
             continue;
           }
         }
@@ -347,6 +609,28 @@ export const OccupancyService = {
       Buffer.from(PublishIfOccupiedResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PublishIfOccupiedResponse => PublishIfOccupiedResponse.decode(value),
   },
+  /**
+   * The occupied set of one app and every change to it, for clients that keep
+   * a local copy and answer `IsOccupied` from memory. The stream starts with
+   * KIND_RESET, then zero or more KIND_SNAPSHOT messages that together list
+   * every occupied channel (matching `channel_prefix`), then one KIND_SYNCED
+   * marker, then a KIND_CHANGE message per applied webhook batch. The server
+   * may start over at any time (a reader too slow to keep up, a break in the
+   * feed between replicas) by sending KIND_RESET again: the client then drops
+   * its copy and is not synchronised until the next KIND_SYNCED. The stream
+   * ends with status UNAVAILABLE when the gate shuts down; reconnect.
+   */
+  watchOccupancy: {
+    path: "/occupancy.v1.Occupancy/WatchOccupancy" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchOccupancyRequest): Buffer =>
+      Buffer.from(WatchOccupancyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchOccupancyRequest => WatchOccupancyRequest.decode(value),
+    responseSerialize: (value: WatchOccupancyResponse): Buffer =>
+      Buffer.from(WatchOccupancyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchOccupancyResponse => WatchOccupancyResponse.decode(value),
+  },
 } as const;
 
 export interface OccupancyServer extends UntypedServiceImplementation {
@@ -360,6 +644,18 @@ export interface OccupancyServer extends UntypedServiceImplementation {
    * Pusher HTTP API call, and makes no call at all when none is occupied.
    */
   publishIfOccupied: handleUnaryCall<PublishIfOccupiedRequest, PublishIfOccupiedResponse>;
+  /**
+   * The occupied set of one app and every change to it, for clients that keep
+   * a local copy and answer `IsOccupied` from memory. The stream starts with
+   * KIND_RESET, then zero or more KIND_SNAPSHOT messages that together list
+   * every occupied channel (matching `channel_prefix`), then one KIND_SYNCED
+   * marker, then a KIND_CHANGE message per applied webhook batch. The server
+   * may start over at any time (a reader too slow to keep up, a break in the
+   * feed between replicas) by sending KIND_RESET again: the client then drops
+   * its copy and is not synchronised until the next KIND_SYNCED. The stream
+   * ends with status UNAVAILABLE when the gate shuts down; reconnect.
+   */
+  watchOccupancy: handleServerStreamingCall<WatchOccupancyRequest, WatchOccupancyResponse>;
 }
 
 export interface OccupancyClient extends Client {
@@ -401,6 +697,26 @@ export interface OccupancyClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PublishIfOccupiedResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * The occupied set of one app and every change to it, for clients that keep
+   * a local copy and answer `IsOccupied` from memory. The stream starts with
+   * KIND_RESET, then zero or more KIND_SNAPSHOT messages that together list
+   * every occupied channel (matching `channel_prefix`), then one KIND_SYNCED
+   * marker, then a KIND_CHANGE message per applied webhook batch. The server
+   * may start over at any time (a reader too slow to keep up, a break in the
+   * feed between replicas) by sending KIND_RESET again: the client then drops
+   * its copy and is not synchronised until the next KIND_SYNCED. The stream
+   * ends with status UNAVAILABLE when the gate shuts down; reconnect.
+   */
+  watchOccupancy(
+    request: WatchOccupancyRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchOccupancyResponse>;
+  watchOccupancy(
+    request: WatchOccupancyRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchOccupancyResponse>;
 }
 
 export const OccupancyClient = makeGenericClientConstructor(OccupancyService, "occupancy.v1.Occupancy") as unknown as {

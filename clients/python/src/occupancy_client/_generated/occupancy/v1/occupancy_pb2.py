@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1coccupancy/v1/occupancy.proto\x12\x0coccupancy.v1\"$\n\x11IsOccupiedRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\"&\n\x12IsOccupiedResponse\x12\x10\n\x08occupied\x18\x01 \x01(\x08\"\\\n\x18PublishIfOccupiedRequest\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x11\n\tsocket_id\x18\x04 \x01(\t\"?\n\x19PublishIfOccupiedResponse\x12\x11\n\tpublished\x18\x01 \x03(\t\x12\x0f\n\x07skipped\x18\x02 \x03(\t2\xc2\x01\n\tOccupancy\x12O\n\nIsOccupied\x12\x1f.occupancy.v1.IsOccupiedRequest\x1a .occupancy.v1.IsOccupiedResponse\x12\x64\n\x11PublishIfOccupied\x12&.occupancy.v1.PublishIfOccupiedRequest\x1a\'.occupancy.v1.PublishIfOccupiedResponseBv\n\x0fio.occupancy.v1B\x0eOccupancyProtoP\x01ZAgithub.com/occupancy/occupancy/clients/go/occupancypb;occupancypb\xea\x02\rOccupancy::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1coccupancy/v1/occupancy.proto\x12\x0coccupancy.v1\"4\n\x11IsOccupiedRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\"&\n\x12IsOccupiedResponse\x12\x10\n\x08occupied\x18\x01 \x01(\x08\"\x81\x01\n\x18PublishIfOccupiedRequest\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x11\n\tsocket_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x05 \x01(\t\x12\x13\n\x0b\x63oalesce_ms\x18\x06 \x01(\r\"\x80\x01\n\x19PublishIfOccupiedResponse\x12\x11\n\tpublished\x18\x01 \x03(\t\x12\x0f\n\x07skipped\x18\x02 \x03(\t\x12\x10\n\x08\x64\x65\x66\x65rred\x18\x03 \x03(\t\x12\x12\n\nsuperseded\x18\x04 \x01(\r\x12\x19\n\x11store_unavailable\x18\x05 \x01(\x08\"?\n\x15WatchOccupancyRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63hannel_prefix\x18\x02 \x01(\t\"\xd7\x01\n\x16WatchOccupancyResponse\x12\x37\n\x04kind\x18\x01 \x01(\x0e\x32).occupancy.v1.WatchOccupancyResponse.Kind\x12\x10\n\x08occupied\x18\x02 \x03(\t\x12\x0f\n\x07vacated\x18\x03 \x03(\t\"a\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_RESET\x10\x01\x12\x11\n\rKIND_SNAPSHOT\x10\x02\x12\x0f\n\x0bKIND_SYNCED\x10\x03\x12\x0f\n\x0bKIND_CHANGE\x10\x04\x32\xa1\x02\n\tOccupancy\x12O\n\nIsOccupied\x12\x1f.occupancy.v1.IsOccupiedRequest\x1a .occupancy.v1.IsOccupiedResponse\x12\x64\n\x11PublishIfOccupied\x12&.occupancy.v1.PublishIfOccupiedRequest\x1a\'.occupancy.v1.PublishIfOccupiedResponse\x12]\n\x0eWatchOccupancy\x12#.occupancy.v1.WatchOccupancyRequest\x1a$.occupancy.v1.WatchOccupancyResponse0\x01\x42v\n\x0fio.occupancy.v1B\x0eOccupancyProtoP\x01ZAgithub.com/occupancy/occupancy/clients/go/occupancypb;occupancypb\xea\x02\rOccupancy::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017io.occupancy.v1B\016OccupancyProtoP\001ZAgithub.com/occupancy/occupancy/clients/go/occupancypb;occupancypb\352\002\rOccupancy::V1'
   _globals['_ISOCCUPIEDREQUEST']._serialized_start=46
-  _globals['_ISOCCUPIEDREQUEST']._serialized_end=82
-  _globals['_ISOCCUPIEDRESPONSE']._serialized_start=84
-  _globals['_ISOCCUPIEDRESPONSE']._serialized_end=122
-  _globals['_PUBLISHIFOCCUPIEDREQUEST']._serialized_start=124
-  _globals['_PUBLISHIFOCCUPIEDREQUEST']._serialized_end=216
-  _globals['_PUBLISHIFOCCUPIEDRESPONSE']._serialized_start=218
-  _globals['_PUBLISHIFOCCUPIEDRESPONSE']._serialized_end=281
-  _globals['_OCCUPANCY']._serialized_start=284
-  _globals['_OCCUPANCY']._serialized_end=478
+  _globals['_ISOCCUPIEDREQUEST']._serialized_end=98
+  _globals['_ISOCCUPIEDRESPONSE']._serialized_start=100
+  _globals['_ISOCCUPIEDRESPONSE']._serialized_end=138
+  _globals['_PUBLISHIFOCCUPIEDREQUEST']._serialized_start=141
+  _globals['_PUBLISHIFOCCUPIEDREQUEST']._serialized_end=270
+  _globals['_PUBLISHIFOCCUPIEDRESPONSE']._serialized_start=273
+  _globals['_PUBLISHIFOCCUPIEDRESPONSE']._serialized_end=401
+  _globals['_WATCHOCCUPANCYREQUEST']._serialized_start=403
+  _globals['_WATCHOCCUPANCYREQUEST']._serialized_end=466
+  _globals['_WATCHOCCUPANCYRESPONSE']._serialized_start=469
+  _globals['_WATCHOCCUPANCYRESPONSE']._serialized_end=684
+  _globals['_WATCHOCCUPANCYRESPONSE_KIND']._serialized_start=587
+  _globals['_WATCHOCCUPANCYRESPONSE_KIND']._serialized_end=684
+  _globals['_OCCUPANCY']._serialized_start=687
+  _globals['_OCCUPANCY']._serialized_end=976
 # @@protoc_insertion_point(module_scope)

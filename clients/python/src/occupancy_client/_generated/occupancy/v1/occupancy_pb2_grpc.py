@@ -45,6 +45,11 @@ class OccupancyStub(object):
                 request_serializer=occupancy_dot_v1_dot_occupancy__pb2.PublishIfOccupiedRequest.SerializeToString,
                 response_deserializer=occupancy_dot_v1_dot_occupancy__pb2.PublishIfOccupiedResponse.FromString,
                 _registered_method=True)
+        self.WatchOccupancy = channel.unary_stream(
+                '/occupancy.v1.Occupancy/WatchOccupancy',
+                request_serializer=occupancy_dot_v1_dot_occupancy__pb2.WatchOccupancyRequest.SerializeToString,
+                response_deserializer=occupancy_dot_v1_dot_occupancy__pb2.WatchOccupancyResponse.FromString,
+                _registered_method=True)
 
 
 class OccupancyServicer(object):
@@ -67,6 +72,21 @@ class OccupancyServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchOccupancy(self, request, context):
+        """The occupied set of one app and every change to it, for clients that keep
+        a local copy and answer `IsOccupied` from memory. The stream starts with
+        KIND_RESET, then zero or more KIND_SNAPSHOT messages that together list
+        every occupied channel (matching `channel_prefix`), then one KIND_SYNCED
+        marker, then a KIND_CHANGE message per applied webhook batch. The server
+        may start over at any time (a reader too slow to keep up, a break in the
+        feed between replicas) by sending KIND_RESET again: the client then drops
+        its copy and is not synchronised until the next KIND_SYNCED. The stream
+        ends with status UNAVAILABLE when the gate shuts down; reconnect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OccupancyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +99,11 @@ def add_OccupancyServicer_to_server(servicer, server):
                     servicer.PublishIfOccupied,
                     request_deserializer=occupancy_dot_v1_dot_occupancy__pb2.PublishIfOccupiedRequest.FromString,
                     response_serializer=occupancy_dot_v1_dot_occupancy__pb2.PublishIfOccupiedResponse.SerializeToString,
+            ),
+            'WatchOccupancy': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOccupancy,
+                    request_deserializer=occupancy_dot_v1_dot_occupancy__pb2.WatchOccupancyRequest.FromString,
+                    response_serializer=occupancy_dot_v1_dot_occupancy__pb2.WatchOccupancyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +161,33 @@ class Occupancy(object):
             '/occupancy.v1.Occupancy/PublishIfOccupied',
             occupancy_dot_v1_dot_occupancy__pb2.PublishIfOccupiedRequest.SerializeToString,
             occupancy_dot_v1_dot_occupancy__pb2.PublishIfOccupiedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOccupancy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/occupancy.v1.Occupancy/WatchOccupancy',
+            occupancy_dot_v1_dot_occupancy__pb2.WatchOccupancyRequest.SerializeToString,
+            occupancy_dot_v1_dot_occupancy__pb2.WatchOccupancyResponse.FromString,
             options,
             channel_credentials,
             insecure,
