@@ -6,6 +6,7 @@
 //! `--help` never shows their values from the environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -85,6 +86,23 @@ pub struct Cli {
     /// How often the store is pinged to drive the gRPC health status (e.g. 1s).
     #[arg(long, env = "OCCUPANCY_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
+
+    /// Bearer tokens, comma-separated, of which every occupancy.v1 call must carry one
+    /// (`authorization: Bearer <token>`); several allow rotation. Health and reflection stay open.
+    #[arg(long, env = "OCCUPANCY_GRPC_TOKENS", hide_env_values = true)]
+    pub grpc_tokens: Option<String>,
+
+    /// PEM certificate chain for serving gRPC over TLS (with --grpc-tls-key).
+    #[arg(long, env = "OCCUPANCY_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --grpc-tls-cert.
+    #[arg(long, env = "OCCUPANCY_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: when given, gRPC clients must present a certificate signed by one.
+    #[arg(long, env = "OCCUPANCY_GRPC_TLS_CLIENT_CA", requires = "grpc_tls_cert")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
 }
 
 /// A configuration that failed its checks. Messages name the option, never a secret's value.
@@ -147,7 +165,26 @@ pub struct Config {
     pub webhook_body_limit: usize,
     /// Health ping interval.
     pub health_interval: Duration,
+    /// Tokens accepted on occupancy.v1 calls; empty means open.
+    pub grpc_tokens: Vec<SecretString>,
+    /// TLS for the gRPC listener, read from the PEM files given.
+    pub grpc_tls: Option<GrpcTls>,
 }
+
+/// The PEM contents for serving gRPC over TLS.
+#[derive(Clone)]
+pub struct GrpcTls {
+    /// The certificate chain.
+    pub cert: Vec<u8>,
+    /// The private key; never logged.
+    pub key: SecretBytes,
+    /// CAs that client certificates must chain to, when client certificates are required.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+/// Bytes that must not be printed (a private key).
+#[derive(Clone)]
+pub struct SecretBytes(pub Vec<u8>);
 
 impl Cli {
     /// Checks every option, returning the first problem found.
@@ -249,7 +286,39 @@ impl Cli {
             ));
         }
 
+        let grpc_tokens = match self.grpc_tokens.as_deref() {
+            Some(raw) => parse_tokens(raw)?,
+            None => Vec::new(),
+        };
+        let grpc_tls = match (self.grpc_tls_cert, self.grpc_tls_key) {
+            (Some(cert), Some(key)) => Some(GrpcTls {
+                cert: read_pem(
+                    &cert,
+                    "--grpc-tls-cert / OCCUPANCY_GRPC_TLS_CERT",
+                    "CERTIFICATE",
+                )?,
+                key: SecretBytes(read_pem(
+                    &key,
+                    "--grpc-tls-key / OCCUPANCY_GRPC_TLS_KEY",
+                    "PRIVATE KEY",
+                )?),
+                client_ca: self
+                    .grpc_tls_client_ca
+                    .map(|ca| {
+                        read_pem(
+                            &ca,
+                            "--grpc-tls-client-ca / OCCUPANCY_GRPC_TLS_CLIENT_CA",
+                            "CERTIFICATE",
+                        )
+                    })
+                    .transpose()?,
+            }),
+            _ => None,
+        };
+
         Ok(Config {
+            grpc_tokens,
+            grpc_tls,
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
             store,
@@ -277,6 +346,49 @@ fn positive(duration: Duration, option: &'static str) -> Result<Duration, Config
     } else {
         Ok(duration)
     }
+}
+
+/// Comma-separated tokens. Errors give the entry's position, never its text.
+fn parse_tokens(raw: &str) -> Result<Vec<SecretString>, ConfigError> {
+    let tokens: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if let Some(index) = tokens
+        .iter()
+        .position(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(invalid(
+            "--grpc-tokens / OCCUPANCY_GRPC_TOKENS",
+            format!(
+                "token {} is empty or holds a character outside printable ASCII",
+                index + 1
+            ),
+        ));
+    }
+    Ok(tokens
+        .into_iter()
+        .map(|t| SecretString::from(t.to_owned()))
+        .collect())
+}
+
+/// Reads a PEM file that must hold a block whose label contains `label`. The error names the
+/// option and the path, never the content.
+fn read_pem(
+    path: &std::path::Path,
+    option: &'static str,
+    label: &str,
+) -> Result<Vec<u8>, ConfigError> {
+    let content = std::fs::read(path)
+        .map_err(|e| invalid(option, format!("cannot read {}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&content);
+    let has_block = text
+        .lines()
+        .any(|line| line.starts_with("-----BEGIN ") && line.contains(label));
+    if !has_block {
+        return Err(invalid(
+            option,
+            format!("{} holds no PEM {label} block", path.display()),
+        ));
+    }
+    Ok(content)
 }
 
 /// `KEY:SECRET,KEY:SECRET`. Errors give the entry's position, never its text.

@@ -12,6 +12,7 @@
 pub mod channel;
 pub mod config;
 pub mod gate;
+pub mod grpc_auth;
 pub mod health;
 pub mod proto;
 pub mod pusher;

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use occupancy::config::{Cli, Config, StoreChoice};
+use occupancy::config::{Cli, Config, GrpcTls, StoreChoice};
+use occupancy::grpc_auth::BearerTokens;
 use occupancy::pusher::{Publisher, PublisherConfig};
 use occupancy::server::{Service, serve};
 use occupancy::store::{MemoryStore, OccupancyStore, RedisStore, RedisStoreConfig};
@@ -108,7 +109,13 @@ async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result
     let http = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen for webhooks on {}", config.http_addr))?;
-    tracing::info!(addr = %grpc.local_addr()?, "gRPC listening");
+    tracing::info!(
+        addr = %grpc.local_addr()?,
+        tls = config.grpc_tls.is_some(),
+        client_certificates = config.grpc_tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        tokens = config.grpc_tokens.len(),
+        "gRPC listening"
+    );
     tracing::info!(addr = %http.local_addr()?, path = occupancy::webhook::WEBHOOK_PATH, "webhooks listening");
     tracing::info!(api = %config.api_url, app_id = %config.app_id, "publishing through Pusher");
 
@@ -127,6 +134,8 @@ async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result
             webhook_keys: WebhookKeys::new(config.webhook_keys),
             webhook_body_limit: config.webhook_body_limit,
             health_interval: config.health_interval,
+            grpc_tokens: BearerTokens::new(&config.grpc_tokens),
+            grpc_tls: config.grpc_tls.as_ref().map(server_tls),
         },
         grpc,
         http,
@@ -135,6 +144,16 @@ async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// tonic's TLS settings from the PEM files read at start-up.
+fn server_tls(tls: &GrpcTls) -> tonic::transport::ServerTlsConfig {
+    let identity = tonic::transport::Identity::from_pem(&tls.cert, &tls.key.0);
+    let config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    match &tls.client_ca {
+        Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
+        None => config,
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, not

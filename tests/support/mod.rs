@@ -147,6 +147,19 @@ impl Default for Behaviour {
 struct StubState {
     calls: Mutex<Vec<Call>>,
     behaviour: Mutex<Behaviour>,
+    /// Answers for triggers that include a given channel, set by client suites over HTTP.
+    by_channel: Mutex<std::collections::HashMap<String, Behaviour>>,
+}
+
+/// `POST /_stub/behaviour`: how triggers that include `channel` are answered from now on.
+#[derive(serde::Deserialize)]
+struct BehaviourRequest {
+    channel: String,
+    status: u16,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    delay_ms: u64,
 }
 
 /// A local server standing in for Pusher's HTTP API (`POST /apps/{id}/events`). It verifies
@@ -195,6 +208,7 @@ impl PusherStub {
         let app = Router::new()
             .route("/apps/{app_id}/events", post(trigger))
             .route("/_stub/calls", get(list_calls))
+            .route("/_stub/behaviour", post(set_channel_behaviour))
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         (addr, state)
@@ -225,6 +239,26 @@ impl PusherStub {
     }
 }
 
+async fn set_channel_behaviour(
+    State(state): State<Arc<StubState>>,
+    axum::Json(request): axum::Json<BehaviourRequest>,
+) -> impl IntoResponse {
+    let Ok(status) = StatusCode::from_u16(request.status) else {
+        return (StatusCode::BAD_REQUEST, "status is not an HTTP status");
+    };
+    let behaviour = Behaviour {
+        status,
+        body: request.body.unwrap_or_else(|| "{}".into()),
+        delay: Duration::from_millis(request.delay_ms),
+    };
+    state
+        .by_channel
+        .lock()
+        .unwrap()
+        .insert(request.channel, behaviour);
+    (StatusCode::OK, "ok")
+}
+
 async fn list_calls(State(state): State<Arc<StubState>>) -> impl IntoResponse {
     let calls = state.calls.lock().unwrap().clone();
     axum::Json(json!({ "calls": calls }))
@@ -238,16 +272,26 @@ async fn trigger(
 ) -> impl IntoResponse {
     let path = format!("/apps/{app_id}/events");
     let verdict = verify(&app_id, &path, query.as_deref().unwrap_or(""), &body);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let chosen = {
+        let by_channel = state.by_channel.lock().unwrap();
+        body["channels"].as_array().and_then(|channels| {
+            channels
+                .iter()
+                .filter_map(Value::as_str)
+                .find_map(|c| by_channel.get(c).cloned())
+        })
+    };
     state.calls.lock().unwrap().push(Call {
         method: "POST".into(),
         path,
         signature_valid: verdict.is_ok(),
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        body,
     });
     if let Err(reason) = verdict {
         return (StatusCode::UNAUTHORIZED, reason);
     }
-    let behaviour = state.behaviour.lock().unwrap().clone();
+    let behaviour = chosen.unwrap_or_else(|| state.behaviour.lock().unwrap().clone());
     tokio::time::sleep(behaviour.delay).await;
     (behaviour.status, behaviour.body)
 }
@@ -309,12 +353,32 @@ pub struct Occupancy {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    args: Vec<String>,
 }
 
 impl Occupancy {
     pub fn start(args: &[String]) -> Self {
+        Self::start_at("127.0.0.1:0", "127.0.0.1:0", args)
+    }
+
+    /// Stops the process and starts it again with the same options at the same addresses, as a
+    /// deployment restarting the gate would.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (grpc, http) = (self.grpc_addr.to_string(), self.http_addr.to_string());
+        let args = self.args.clone();
+        // The port was just freed; bind again, retrying briefly if the kernel still holds it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpListener::bind(self.grpc_addr).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *self = Self::start_at(&grpc, &http, &args);
+    }
+
+    pub fn start_at(grpc: &str, http: &str, args: &[String]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_occupancy"))
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--grpc-addr", grpc, "--http-addr", http])
             .args(["--pusher-app-id", APP_ID, "--pusher-key", KEY])
             .args(["--health-interval", "100ms"])
             .args(args)
@@ -361,6 +425,7 @@ impl Occupancy {
             grpc_addr: grpc_addr.unwrap(),
             http_addr: http_addr.unwrap(),
             log,
+            args: args.to_vec(),
         }
     }
 
@@ -480,5 +545,64 @@ where
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A certificate authority and a server certificate it signed (for `localhost` and 127.0.0.1),
+/// written as PEM files into a fresh directory, for TLS tests with nothing installed.
+pub struct TestPki {
+    pub dir: std::path::PathBuf,
+    pub ca_cert: std::path::PathBuf,
+    pub server_cert: std::path::PathBuf,
+    pub server_key: std::path::PathBuf,
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
+}
+
+impl TestPki {
+    pub fn create() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!(
+            "occupancy-pki-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "occupancy test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issue = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &ca, &ca_key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_pem, server_key_pem) = issue(vec!["localhost".into(), "127.0.0.1".into()]);
+        let (client_pem, client_key_pem) = issue(vec!["encoder.test".into()]);
+        let write = |name: &str, content: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            path
+        };
+        Self {
+            ca_cert: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_pem),
+            server_key: write("server-key.pem", &server_key_pem),
+            client_cert: write("client.pem", &client_pem),
+            client_key: write("client-key.pem", &client_key_pem),
+            dir,
+        }
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
