@@ -1,28 +1,55 @@
 package io.occupancy.client;
 
+import io.grpc.CallOptions;
 import io.grpc.ChannelCredentials;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
+import io.grpc.stub.ClientCalls;
+import io.grpc.stub.MetadataUtils;
+import io.grpc.stub.StreamObserver;
 import io.occupancy.v1.IsOccupiedRequest;
+import io.occupancy.v1.IsOccupiedResponse;
 import io.occupancy.v1.OccupancyGrpc;
 import io.occupancy.v1.PublishIfOccupiedRequest;
 import io.occupancy.v1.PublishIfOccupiedResponse;
+import java.io.File;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executor;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Consumer;
+import java.util.function.Function;
+import java.util.function.LongSupplier;
 
 /**
- * A connection to the occupancy gate, the service that knows which Pusher Channels channels have
- * subscribers, so that encoders publish progress only where someone is watching.
+ * The real {@link OccupancyGate}: a connection to the occupancy gate, the service that knows which
+ * Pusher Channels channels have subscribers, so that encoders publish progress only where someone
+ * is watching. It implements {@code clients/CONTRACT.md}.
  *
- * <p>One instance holds one gRPC channel (one HTTP/2 connection, re-established as needed) for its
- * whole life. It is thread-safe and meant to be built once per process and shared; building one
- * per call would pay a connection handshake each time. {@link #close()} releases the connection.
+ * <p>One instance holds one gRPC channel for its whole life, opened on the first call (building a
+ * client touches neither the network nor the gRPC runtime) and re-established as needed, with
+ * reconnect attempts at least every 2 seconds. It is thread-safe and meant to be built once per
+ * process and shared. {@link #close()} releases it.
  *
  * <pre>{@code
  * try (OccupancyClient gate = OccupancyClient.builder("occupancy:50051").build()) {
@@ -34,30 +61,33 @@ import java.util.function.Consumer;
  * <h2>Failure policy</h2>
  *
  * <p>{@link #isOccupied} is a hint for skipping work, so by default it <em>fails open</em>: when
- * the gate cannot be reached, times out or answers an error, it answers {@code true} ("someone
- * may be watching"), and an encoder that then publishes by itself never loses a live update
- * because the gate was down. The swallowed error goes to the {@link Builder#onError} hook (by
- * default a WARNING on this class's {@link System.Logger}). With {@link Builder#failOpen
- * failOpen(false)} the error is thrown as an {@link OccupancyException} instead.
+ * the gate is unreachable or overloaded (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, or a
+ * transport error, which grpc-java reports as UNAVAILABLE) it answers {@code true} ("someone may
+ * be watching") and hands the error to the {@link Builder#onError} hook. Any other status
+ * (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, UNIMPLEMENTED, ...) means the
+ * client or the gate is misconfigured, and is thrown whatever the policy. With {@link
+ * Builder#failOpen failOpen(false)} every error is thrown. {@link #publishIfOccupied} always
+ * throws on error. After {@link #close()} every call throws {@link OccupancyClosedException}.
  *
- * <p>{@link Status.Code#INVALID_ARGUMENT} is never swallowed, even when failing open: it means
- * the request itself is wrong (e.g. a channel name Pusher would reject), a bug that retrying or
- * publishing directly would not fix.
+ * <h2>Async</h2>
  *
- * <p>{@link #publishIfOccupied} always throws on error, whatever the policy: a failed publish
- * means the event may not have been delivered, and only the caller can decide what to do.
+ * <p>{@link #isOccupiedAsync} and {@link #publishIfOccupiedAsync} return {@link
+ * CompletableFuture}s that follow the same policy; every error (including a bad channel name or a
+ * closed client) arrives through the future. Cancelling the future cancels the call.
  */
-public final class OccupancyClient implements AutoCloseable {
-  /** Deadline of {@link #isOccupied} unless {@link Builder#timeout} says otherwise. */
-  public static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(1);
+public final class OccupancyClient implements OccupancyGate {
+  /** Deadline of {@link #isOccupied} unless {@link Builder#checkTimeout} says otherwise. */
+  public static final Duration DEFAULT_CHECK_TIMEOUT = Duration.ofSeconds(1);
 
   /**
    * Deadline of {@link #publishIfOccupied} unless {@link Builder#publishTimeout} says otherwise.
-   * Longer than the check's because the gate calls Pusher's HTTP API before answering; the gate's
-   * own Pusher timeout is shorter, so a slow Pusher shows up as the gate's DEADLINE_EXCEEDED
-   * rather than as this client giving up first.
+   * Longer than the gate's own 3 s Pusher timeout, so a slow Pusher shows up as the gate's
+   * DEADLINE_EXCEEDED rather than as this client giving up first.
    */
   public static final Duration DEFAULT_PUBLISH_TIMEOUT = Duration.ofSeconds(5);
+
+  /** The environment variable naming the gate when the builder is given no target. */
+  public static final String ADDR_ENV = "OCCUPANCY_ADDR";
 
   /** How long {@link #close()} lets in-flight calls finish before cancelling them. */
   private static final Duration CLOSE_GRACE = Duration.ofSeconds(5);
@@ -65,21 +95,38 @@ public final class OccupancyClient implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(OccupancyClient.class.getName());
 
   private final String target;
-  private final ManagedChannel channel;
-  private final OccupancyGrpc.OccupancyBlockingStub stub;
-  private final Duration timeout;
-  private final Duration publishTimeout;
-  private final boolean failOpen;
+  private final Builder settings;
+  private final ChannelCredentials credentials;
   private final Consumer<OccupancyException> onError;
+  private final OccupancyCache cache;
+  private final AtomicBoolean closed = new AtomicBoolean();
 
-  private OccupancyClient(Builder builder) {
-    this.target = builder.target;
-    this.timeout = builder.timeout;
-    this.publishTimeout = builder.publishTimeout;
-    this.failOpen = builder.failOpen;
-    this.onError = builder.onError;
-    this.channel = Grpc.newChannelBuilder(builder.target, builder.credentials).build();
-    this.stub = OccupancyGrpc.newBlockingStub(channel);
+  /** Opened on first use; {@code null} until then. Guarded by {@code this} for writes. */
+  private volatile ManagedChannel channel;
+
+  private OccupancyClient(Builder builder, String target, ChannelCredentials credentials) {
+    this.target = target;
+    this.settings = builder.copy();
+    this.credentials = credentials;
+    this.onError =
+        builder.onError != null
+            ? builder.onError
+            : new DefaultErrorHook("OccupancyClient[" + target + "]", builder.nanoTime);
+    this.cache =
+        builder.cached
+            ? new OccupancyCache(
+                () -> OccupancyGrpc.newStub(channel()), builder.appId, this::report)
+            : null;
+  }
+
+  /**
+   * Starts configuring a client for the gate named by the {@code OCCUPANCY_ADDR} environment
+   * variable; {@link Builder#build()} fails with a clear error when it is not set.
+   *
+   * @return a builder with the defaults
+   */
+  public static Builder builder() {
+    return new Builder(null);
   }
 
   /**
@@ -89,73 +136,89 @@ public final class OccupancyClient implements AutoCloseable {
    * @param target the gate's address as {@code host:port} (e.g. {@code "127.0.0.1:50051"}); any
    *     gRPC target URI such as {@code dns:///occupancy:50051} is accepted too
    * @return a builder with the defaults: 1 s check timeout, 5 s publish timeout, fail open,
-   *     plaintext, swallowed errors logged at WARNING
+   *     plaintext, swallowed errors logged at WARNING at most every 30 s
    */
   public static Builder builder(String target) {
+    Objects.requireNonNull(target, "target");
     return new Builder(target);
   }
 
   /**
-   * Asks the gate whether anyone is subscribed to {@code channel} right now.
-   *
-   * <p>Bounded by the {@linkplain Builder#timeout check timeout}. When failing open (the default),
-   * any error except INVALID_ARGUMENT is passed to the {@linkplain Builder#onError hook} and the
-   * answer is {@code true}.
+   * Asks the gate (or, in cached mode, the local copy) whether anyone is subscribed to {@code
+   * channel} right now. Bounded by the {@linkplain Builder#checkTimeout check timeout}.
    *
    * @param channel a Pusher channel name, prefix included (e.g. {@code "private-job-42"})
    * @return {@code true} while the channel has at least one subscriber (or, failing open, when
    *     the gate could not tell); {@code false} when it is vacant
-   * @throws OccupancyException with {@link Status.Code#INVALID_ARGUMENT} when the name is not a
-   *     valid Pusher channel name; with the call's code for any other error when not failing open
-   * @throws IllegalStateException after {@link #close()}
+   * @throws OccupancyException {@code INVALID_ARGUMENT} for a malformed name (before any call);
+   *     any status that does not fail open; any status when not failing open
+   * @throws OccupancyClosedException after {@link #close()}
    */
+  @Override
   public boolean isOccupied(String channel) {
     Objects.requireNonNull(channel, "channel");
     ensureOpen();
-    IsOccupiedRequest request = IsOccupiedRequest.newBuilder().setChannel(channel).build();
+    Names.checkChannel(channel);
+    if (cache != null) {
+      return cachedAnswer(channel);
+    }
     try {
-      return stub.withDeadlineAfter(timeout.toNanos(), TimeUnit.NANOSECONDS)
-          .isOccupied(request)
+      return OccupancyGrpc.newBlockingStub(channel())
+          .withDeadlineAfter(settings.checkTimeout.toNanos(), TimeUnit.NANOSECONDS)
+          .isOccupied(checkRequest(channel))
           .getOccupied();
     } catch (StatusRuntimeException e) {
-      OccupancyException error = new OccupancyException(e);
-      if (!failOpen || error.getCode() == Status.Code.INVALID_ARGUMENT) {
-        throw error;
-      }
-      report(error, channel);
-      return true;
+      return failedCheck(new OccupancyException(e));
     }
   }
 
   /**
-   * Has the gate trigger {@code event} on the occupied ones of {@code channels}, in a single
-   * Pusher API call, and on nobody (no call at all) when all are vacant. Nobody is excluded from
-   * receiving it.
+   * {@link #isOccupied} without blocking: the future completes on a gRPC thread (or the
+   * {@linkplain Builder#executor executor} given), and the {@code onError} hook runs there too.
    *
-   * @param channels 1 to 100 Pusher channel names; duplicates count once
-   * @param event the Pusher event name, 1 to 200 characters
-   * @param data the event payload, passed to Pusher verbatim (usually JSON), at most 10 KiB
-   * @return which channels got the event and which were skipped as vacant
-   * @throws OccupancyException on any error, whatever the failure policy; see {@link
-   *     #publishIfOccupied(List, String, String, String)}
-   * @throws IllegalStateException after {@link #close()}
+   * @param channel a Pusher channel name
+   * @return the answer, or completed exceptionally with the {@link OccupancyException} or {@link
+   *     OccupancyClosedException} that {@link #isOccupied} would throw
    */
-  public PublishResult publishIfOccupied(List<String> channels, String event, String data) {
-    return publishIfOccupied(channels, event, data, null);
+  @Override
+  public CompletableFuture<Boolean> isOccupiedAsync(String channel) {
+    Objects.requireNonNull(channel, "channel");
+    try {
+      ensureOpen();
+      Names.checkChannel(channel);
+    } catch (RuntimeException e) {
+      return CompletableFuture.failedFuture(e);
+    }
+    if (cache != null) {
+      return cachedAnswerAsync(channel);
+    }
+    CallFuture<IsOccupiedResponse> call =
+        startUnary(OccupancyGrpc.getIsOccupiedMethod(), checkRequest(channel), settings.checkTimeout);
+    CallFuture<Boolean> answer = new CallFuture<>(call);
+    call.whenComplete(
+        (response, error) -> {
+          if (error == null) {
+            answer.complete(response.getOccupied());
+            return;
+          }
+          try {
+            answer.complete(failedCheck((OccupancyException) error));
+          } catch (RuntimeException thrown) {
+            answer.completeExceptionally(thrown);
+          }
+        });
+    return answer;
   }
 
   /**
-   * Like {@link #publishIfOccupied(List, String, String)}, excluding one Pusher connection from
-   * receiving the event, as Pusher's own {@code socket_id} does (typically the browser that caused
-   * the event, so it does not see its own echo).
-   *
-   * <p>Bounded by the {@linkplain Builder#publishTimeout publish timeout}. Always throws on error:
-   * with {@link Status.Code#INVALID_ARGUMENT} for a malformed request (or Pusher answering 400/413),
-   * {@link Status.Code#UNAVAILABLE} when the gate, its store or Pusher cannot be reached (safe to
-   * retry, nothing was published), {@link Status.Code#DEADLINE_EXCEEDED} when the deadline passed
-   * (the event may or may not have been delivered), and {@link Status.Code#PERMISSION_DENIED},
-   * {@link Status.Code#RESOURCE_EXHAUSTED} or {@link Status.Code#FAILED_PRECONDITION} for Pusher
-   * refusing the call (403, 429, other 4xx).
+   * Has the gate trigger {@code event} on the occupied ones of {@code channels}, in a single
+   * Pusher API call, and on nobody (no call at all) when all are vacant. Bounded by the
+   * {@linkplain Builder#publishTimeout publish timeout}. Always throws on error, whatever the
+   * failure policy: INVALID_ARGUMENT for a malformed request (checked locally first; or Pusher
+   * answering 400/413), UNAVAILABLE when the gate, its store or Pusher cannot be reached (nothing
+   * was published; safe to retry), DEADLINE_EXCEEDED when the deadline passed (the event may or
+   * may not have been delivered), PERMISSION_DENIED / RESOURCE_EXHAUSTED / FAILED_PRECONDITION
+   * for Pusher answering 403 / 429 / another 4xx.
    *
    * @param channels 1 to 100 Pusher channel names; duplicates count once
    * @param event the Pusher event name, 1 to 200 characters
@@ -163,48 +226,113 @@ public final class OccupancyClient implements AutoCloseable {
    * @param socketId the Pusher socket id to exclude, such as {@code "123.456"}; {@code null} or
    *     empty excludes nobody
    * @return which channels got the event and which were skipped as vacant
-   * @throws OccupancyException on any error, whatever the failure policy
-   * @throws IllegalStateException after {@link #close()}
+   * @throws OccupancyException on any error
+   * @throws OccupancyClosedException after {@link #close()}
    */
+  @Override
   public PublishResult publishIfOccupied(
       List<String> channels, String event, String data, String socketId) {
-    Objects.requireNonNull(channels, "channels");
-    Objects.requireNonNull(event, "event");
-    Objects.requireNonNull(data, "data");
-    for (String name : channels) {
-      Objects.requireNonNull(name, "channels must not contain null");
-    }
-    ensureOpen();
-    PublishIfOccupiedRequest.Builder request =
-        PublishIfOccupiedRequest.newBuilder().addAllChannels(channels).setEvent(event).setData(data);
-    if (socketId != null) {
-      request.setSocketId(socketId);
-    }
-    PublishIfOccupiedResponse response;
+    PublishIfOccupiedRequest request = publishRequest(channels, event, data, socketId);
     try {
-      response =
-          stub.withDeadlineAfter(publishTimeout.toNanos(), TimeUnit.NANOSECONDS)
-              .publishIfOccupied(request.build());
+      PublishIfOccupiedResponse response =
+          OccupancyGrpc.newBlockingStub(channel())
+              .withDeadlineAfter(settings.publishTimeout.toNanos(), TimeUnit.NANOSECONDS)
+              .publishIfOccupied(request);
+      return result(response);
     } catch (StatusRuntimeException e) {
       throw new OccupancyException(e);
     }
-    return new PublishResult(response.getPublishedList(), response.getSkippedList());
   }
 
   /**
-   * Closes the connection: new calls are refused, in-flight calls get up to five seconds to finish
-   * and are then cancelled. Safe to call more than once. If the calling thread is interrupted
-   * while waiting, in-flight calls are cancelled at once and the interrupt flag is kept.
+   * {@link #publishIfOccupied(List, String, String, String)} without blocking; the future
+   * completes on a gRPC thread (or the {@linkplain Builder#executor executor} given).
+   *
+   * @param channels 1 to 100 Pusher channel names
+   * @param event the Pusher event name
+   * @param data the event payload
+   * @param socketId the Pusher socket id to exclude, or {@code null}
+   * @return the result, or completed exceptionally with what the blocking call would throw
+   */
+  @Override
+  public CompletableFuture<PublishResult> publishIfOccupiedAsync(
+      List<String> channels, String event, String data, String socketId) {
+    PublishIfOccupiedRequest request;
+    try {
+      request = publishRequest(channels, event, data, socketId);
+    } catch (OccupancyException | OccupancyClosedException e) {
+      return CompletableFuture.failedFuture(e);
+    }
+    CallFuture<PublishIfOccupiedResponse> call =
+        startUnary(OccupancyGrpc.getPublishIfOccupiedMethod(), request, settings.publishTimeout);
+    CallFuture<PublishResult> result = new CallFuture<>(call);
+    call.whenComplete(
+        (response, error) -> {
+          if (error == null) {
+            result.complete(result(response));
+          } else {
+            result.completeExceptionally(error);
+          }
+        });
+    return result;
+  }
+
+  /**
+   * Cached mode only: waits until the local copy is synchronised with the gate (starting the
+   * subscription if no call has yet), e.g. in a readiness check. Checks made before then already
+   * wait up to the check timeout by themselves.
+   *
+   * @param timeout how long to wait at most
+   * @return {@code true} once synchronised, {@code false} if {@code timeout} passed first
+   * @throws IllegalStateException when the client was not built with {@link Builder#cached}
+   * @throws OccupancyClosedException after {@link #close()}
+   * @throws InterruptedException if interrupted while waiting
+   */
+  public boolean awaitSynchronised(Duration timeout) throws InterruptedException {
+    Objects.requireNonNull(timeout, "timeout");
+    ensureOpen();
+    if (cache == null) {
+      throw new IllegalStateException("awaitSynchronised needs a client built with cached(true)");
+    }
+    cache.start();
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (!cache.isSynchronised()) {
+      if (deadline - System.nanoTime() <= 0) {
+        return false;
+      }
+      Thread.sleep(10);
+    }
+    return true;
+  }
+
+  /**
+   * Closes the client: new calls are refused with {@link OccupancyClosedException}, the cached
+   * mode's subscription ends, in-flight calls get up to five seconds to finish and are then
+   * cancelled. Safe to call more than once. If the calling thread is interrupted while waiting,
+   * in-flight calls are cancelled at once and the interrupt flag is kept.
    */
   @Override
   public void close() {
-    channel.shutdown();
+    if (!closed.compareAndSet(false, true)) {
+      return;
+    }
+    if (cache != null) {
+      cache.close();
+    }
+    ManagedChannel opened;
+    synchronized (this) {
+      opened = channel;
+    }
+    if (opened == null) {
+      return;
+    }
+    opened.shutdown();
     try {
-      if (!channel.awaitTermination(CLOSE_GRACE.toNanos(), TimeUnit.NANOSECONDS)) {
-        channel.shutdownNow();
+      if (!opened.awaitTermination(CLOSE_GRACE.toNanos(), TimeUnit.NANOSECONDS)) {
+        opened.shutdownNow();
       }
     } catch (InterruptedException e) {
-      channel.shutdownNow();
+      opened.shutdownNow();
       Thread.currentThread().interrupt();
     }
   }
@@ -216,87 +344,273 @@ public final class OccupancyClient implements AutoCloseable {
    */
   @Override
   public String toString() {
-    return "OccupancyClient[" + target + ", " + (failOpen ? "fail-open" : "raise") + "]";
+    return "OccupancyClient["
+        + target
+        + ", "
+        + (settings.failOpen ? "fail-open" : "raise")
+        + (cache != null ? ", cached" : "")
+        + "]";
+  }
+
+  /**
+   * Whether a status is one that failing open swallows: the gate is unreachable or overloaded
+   * (UNAVAILABLE, which is also how grpc-java reports connection errors, DEADLINE_EXCEEDED and
+   * RESOURCE_EXHAUSTED). Every other status is a configuration bug and is always thrown.
+   */
+  static boolean failsOpen(Status.Code code) {
+    return code == Status.Code.UNAVAILABLE
+        || code == Status.Code.DEADLINE_EXCEEDED
+        || code == Status.Code.RESOURCE_EXHAUSTED;
+  }
+
+  /** For tests: the channel, or {@code null} when no call has opened it yet. */
+  ManagedChannel openedChannel() {
+    return channel;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private boolean failedCheck(OccupancyException error) {
+    if (!settings.failOpen || !failsOpen(error.getCode())) {
+      throw error;
+    }
+    report(error);
+    return true;
+  }
+
+  private boolean cachedAnswer(String channel) {
+    cache.start();
+    Boolean answer = cache.answer(channel);
+    if (answer == null && !cache.firstSync().isDone()) {
+      long left = createdOrStartedGrace();
+      if (left > 0) {
+        try {
+          cache.firstSync().get(left, TimeUnit.NANOSECONDS);
+        } catch (InterruptedException e) {
+          Thread.currentThread().interrupt();
+        } catch (ExecutionException | TimeoutException e) {
+          // Not synchronised in time: answer as for an outage below.
+        }
+        answer = cache.answer(channel);
+      }
+    }
+    if (answer != null) {
+      return answer;
+    }
+    return failedCheck(cache.notSynchronised());
+  }
+
+  private CompletableFuture<Boolean> cachedAnswerAsync(String channel) {
+    cache.start();
+    Boolean answer = cache.answer(channel);
+    if (answer != null) {
+      return CompletableFuture.completedFuture(answer);
+    }
+    long left = cache.firstSync().isDone() ? 0 : createdOrStartedGrace();
+    CompletableFuture<Void> wait =
+        left > 0
+            ? cache.firstSync().copy().completeOnTimeout(null, left, TimeUnit.NANOSECONDS)
+            : CompletableFuture.completedFuture(null);
+    return wait.thenApply(
+        ignored -> {
+          Boolean now = cache.answer(channel);
+          return now != null ? now : failedCheck(cache.notSynchronised());
+        });
+  }
+
+  /**
+   * How much longer checks may wait for the first synchronisation: until one check timeout after
+   * the subscription started, so the first checks of a new cached client get the gate's answer
+   * rather than the outage answer, and are bounded as a direct call would be.
+   */
+  private long createdOrStartedGrace() {
+    return cache.startedNanos() + settings.checkTimeout.toNanos() - System.nanoTime();
+  }
+
+  private IsOccupiedRequest checkRequest(String channel) {
+    return IsOccupiedRequest.newBuilder().setChannel(channel).setAppId(settings.appId).build();
+  }
+
+  private PublishIfOccupiedRequest publishRequest(
+      List<String> channels, String event, String data, String socketId) {
+    Objects.requireNonNull(channels, "channels");
+    Objects.requireNonNull(event, "event");
+    Objects.requireNonNull(data, "data");
+    for (String name : channels) {
+      Objects.requireNonNull(name, "channels must not contain null");
+    }
+    ensureOpen();
+    Names.checkPublish(channels, event);
+    PublishIfOccupiedRequest.Builder request =
+        PublishIfOccupiedRequest.newBuilder()
+            .addAllChannels(channels)
+            .setEvent(event)
+            .setData(data)
+            .setAppId(settings.appId);
+    if (socketId != null) {
+      request.setSocketId(socketId);
+    }
+    return request.build();
+  }
+
+  private static PublishResult result(PublishIfOccupiedResponse response) {
+    return new PublishResult(response.getPublishedList(), response.getSkippedList());
+  }
+
+  private <Req, Resp> CallFuture<Resp> startUnary(
+      MethodDescriptor<Req, Resp> method, Req request, Duration timeout) {
+    ClientCall<Req, Resp> call =
+        channel()
+            .newCall(method, CallOptions.DEFAULT.withDeadlineAfter(timeout.toNanos(), TimeUnit.NANOSECONDS));
+    CallFuture<Resp> future = new CallFuture<>(call);
+    ClientCalls.asyncUnaryCall(
+        call,
+        request,
+        new StreamObserver<Resp>() {
+          private Resp response;
+
+          @Override
+          public void onNext(Resp value) {
+            response = value;
+          }
+
+          @Override
+          public void onError(Throwable t) {
+            future.completeExceptionally(
+                t instanceof StatusRuntimeException e
+                    ? new OccupancyException(e)
+                    : new OccupancyException(Status.fromThrowable(t), t));
+          }
+
+          @Override
+          public void onCompleted() {
+            future.complete(response);
+          }
+        });
+    return future;
   }
 
   private void ensureOpen() {
-    if (channel.isShutdown()) {
-      throw new IllegalStateException("OccupancyClient for " + target + " is closed");
+    if (closed.get()) {
+      throw new OccupancyClosedException("OccupancyClient for " + target + " is closed");
+    }
+  }
+
+  /** The channel, opened on first use; throws the closed error once closed. */
+  private ManagedChannel channel() {
+    ManagedChannel opened = channel;
+    if (opened != null) {
+      return opened;
+    }
+    synchronized (this) {
+      ensureOpen();
+      if (channel == null) {
+        channel = settings.openChannel(target, credentials);
+        ReconnectCap.watch(channel);
+      }
+      return channel;
     }
   }
 
   /** Hands a swallowed error to the hook; a throwing hook must not turn fail-open into a failure. */
-  private void report(OccupancyException error, String channelName) {
+  private void report(OccupancyException error) {
     try {
       onError.accept(error);
     } catch (RuntimeException hookFailure) {
       LOG.log(
           System.Logger.Level.WARNING,
-          "occupancy onError hook threw while reporting a failed check of \""
-              + channelName
-              + "\"; answered occupied anyway",
+          "occupancy onError hook threw while reporting a swallowed error ("
+              + error.getMessage()
+              + "); ignored",
           hookFailure);
     }
   }
 
-  private static void logSwallowed(OccupancyException error) {
-    LOG.log(
-        System.Logger.Level.WARNING,
-        "occupancy gate check failed, answering occupied (fail-open): " + error.getMessage(),
-        error);
+  /** A future whose cancellation cancels the gRPC call behind it. */
+  private static final class CallFuture<T> extends CompletableFuture<T> {
+    private final ClientCall<?, ?> call;
+
+    CallFuture(ClientCall<?, ?> call) {
+      this.call = call;
+    }
+
+    CallFuture(CallFuture<?> source) {
+      this.call = source.call;
+    }
+
+    @Override
+    public boolean cancel(boolean mayInterruptIfRunning) {
+      boolean cancelled = super.cancel(mayInterruptIfRunning);
+      if (cancelled) {
+        call.cancel("cancelled by the caller", null);
+      }
+      return cancelled;
+    }
   }
 
   /**
    * Configures an {@link OccupancyClient}. Every setting has a default, so {@code
    * OccupancyClient.builder(target).build()} is a complete client. A builder is not thread-safe;
-   * the clients it builds are.
+   * the clients it builds are, and they keep a copy of its settings.
    */
   public static final class Builder {
     private final String target;
-    private Duration timeout = DEFAULT_TIMEOUT;
+    private Duration checkTimeout = DEFAULT_CHECK_TIMEOUT;
     private Duration publishTimeout = DEFAULT_PUBLISH_TIMEOUT;
     private boolean failOpen = true;
-    private Consumer<OccupancyException> onError = OccupancyClient::logSwallowed;
-    private ChannelCredentials credentials = InsecureChannelCredentials.create();
+    private Consumer<OccupancyException> onError;
+    private boolean cached;
+    private String appId = "";
+    private String token;
+    private boolean tls;
+    private Path caFile;
+    private ChannelCredentials credentials;
+    private final Map<String, String> metadata = new LinkedHashMap<>();
+    private Duration keepalive;
+    private Executor executor;
+    private final List<ClientInterceptor> interceptors = new ArrayList<>();
+    private String userAgent;
+    private Function<String, String> environment = System::getenv;
+    private LongSupplier nanoTime = System::nanoTime;
 
     private Builder(String target) {
-      Objects.requireNonNull(target, "target");
-      if (target.isBlank()) {
+      if (target != null && target.isBlank()) {
         throw new IllegalArgumentException("target must be host:port, got an empty string");
       }
       this.target = target;
     }
 
     /**
-     * Sets the deadline of each {@link OccupancyClient#isOccupied} call. Keep it short: the check
-     * sits in front of publishing, and when failing open a slow gate costs this much per check.
+     * Sets the deadline of each {@link OccupancyClient#isOccupied} call (and, in cached mode, how
+     * long the first checks wait for the first snapshot). Keep it short: when failing open a slow
+     * gate costs this much per check.
      *
      * @param timeout a positive duration; default 1 second
      * @return this builder
      */
-    public Builder timeout(Duration timeout) {
-      this.timeout = positive(timeout, "timeout");
+    public Builder checkTimeout(Duration timeout) {
+      this.checkTimeout = positive(timeout, "checkTimeout");
       return this;
     }
 
     /**
      * Sets the deadline of each {@link OccupancyClient#publishIfOccupied} call, which includes the
-     * gate's call to Pusher. Keep it longer than the gate's own Pusher timeout so that a slow
+     * gate's call to Pusher. Keep it longer than the gate's own 3 s Pusher timeout so that a slow
      * Pusher is reported by the gate rather than cut off here.
      *
-     * @param publishTimeout a positive duration; default 5 seconds
+     * @param timeout a positive duration; default 5 seconds
      * @return this builder
      */
-    public Builder publishTimeout(Duration publishTimeout) {
-      this.publishTimeout = positive(publishTimeout, "publishTimeout");
+    public Builder publishTimeout(Duration timeout) {
+      this.publishTimeout = positive(timeout, "publishTimeout");
       return this;
     }
 
     /**
-     * Chooses what {@link OccupancyClient#isOccupied} does when the call fails with anything but
-     * INVALID_ARGUMENT: answer {@code true} and report the error to the {@link #onError} hook
-     * ({@code true}, the default), or throw it as an {@link OccupancyException} ({@code false}).
-     * Publishing is not affected: it always throws.
+     * Chooses what {@link OccupancyClient#isOccupied} does when the gate is unreachable or
+     * overloaded (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED): answer {@code true} and
+     * report the error to the {@link #onError} hook ({@code true}, the default), or throw it
+     * ({@code false}). Other errors are always thrown; publishing always throws.
      *
      * @param failOpen {@code true} to fail open (default), {@code false} to raise
      * @return this builder
@@ -307,14 +621,14 @@ public final class OccupancyClient implements AutoCloseable {
     }
 
     /**
-     * Sets who hears about errors swallowed by failing open, so a gate that is down is noticed
-     * even though callers keep working (feed it to a metric or a rate-limited logger). Called on
-     * the calling thread, once per swallowed error; errors that are thrown are not passed to it.
-     * An exception thrown by the hook is logged and ignored, and the check still answers {@code
-     * true}. Replaces the default, which logs each error at WARNING on the {@link System.Logger}
-     * named {@code io.occupancy.client.OccupancyClient}.
+     * Sets who hears about every error swallowed by failing open (and, in cached mode, every
+     * break of the subscription), so a gate that is down is noticed even though callers keep
+     * working. Called once per swallowed error on the thread that saw it; an exception it throws
+     * is logged and ignored. Replaces the default, which logs a WARNING on the {@link
+     * System.Logger} {@code io.occupancy.client.OccupancyClient} at most once per 30 seconds,
+     * counting the errors swallowed since the previous warning.
      *
-     * @param onError the hook; pass {@code e -> {}} to ignore swallowed errors deliberately
+     * @param onError the hook; {@code e -> {}} ignores swallowed errors deliberately
      * @return this builder
      */
     public Builder onError(Consumer<OccupancyException> onError) {
@@ -323,12 +637,72 @@ public final class OccupancyClient implements AutoCloseable {
     }
 
     /**
-     * Sets the channel credentials, for a gate behind TLS (e.g. {@code
-     * TlsChannelCredentials.create()}). The default is plaintext, as the gate is normally reached
-     * on a private network.
+     * Cached mode: answer {@code isOccupied} from a local copy of the occupied set, kept by a
+     * {@code WatchOccupancy} subscription started on first use, with no call per check. While the
+     * copy is not synchronised, checks answer as the failure policy answers an outage. Publishing
+     * still calls the gate.
      *
-     * @param credentials grpc-java channel credentials; default {@code
-     *     InsecureChannelCredentials.create()}
+     * @param cached {@code true} for cached mode; default {@code false}
+     * @return this builder
+     */
+    public Builder cached(boolean cached) {
+      this.cached = cached;
+      return this;
+    }
+
+    /**
+     * Names the Pusher app asked about, when the gate serves several.
+     *
+     * @param appId the Pusher app id; default empty, the gate's only app
+     * @return this builder
+     */
+    public Builder appId(String appId) {
+      this.appId = Objects.requireNonNull(appId, "appId");
+      return this;
+    }
+
+    /**
+     * Sends {@code authorization: Bearer <token>} on every call, for a gate started with tokens.
+     *
+     * @param token the token; {@code null} (the default) sends none
+     * @return this builder
+     */
+    public Builder token(String token) {
+      if (token != null && (token.isEmpty() || token.chars().anyMatch(c -> c < 0x20 || c > 0x7e))) {
+        throw new IllegalArgumentException("token must be non-empty printable ASCII");
+      }
+      this.token = token;
+      return this;
+    }
+
+    /**
+     * Uses TLS, trusting the JVM's default CA certificates. {@link #caFile} implies TLS.
+     *
+     * @param tls {@code true} for TLS; default {@code false} (plaintext)
+     * @return this builder
+     */
+    public Builder tls(boolean tls) {
+      this.tls = tls;
+      return this;
+    }
+
+    /**
+     * Uses TLS, trusting the CA certificates in this PEM file (e.g. a private CA). Read when the
+     * client is built.
+     *
+     * @param caFile a PEM CA bundle
+     * @return this builder
+     */
+    public Builder caFile(Path caFile) {
+      this.caFile = Objects.requireNonNull(caFile, "caFile");
+      return this;
+    }
+
+    /**
+     * Sets grpc-java channel credentials directly (e.g. mutual TLS), overriding {@link #tls} and
+     * {@link #caFile}.
+     *
+     * @param credentials grpc-java channel credentials
      * @return this builder
      */
     public Builder credentials(ChannelCredentials credentials) {
@@ -337,13 +711,183 @@ public final class OccupancyClient implements AutoCloseable {
     }
 
     /**
-     * Creates the client and its gRPC channel. Does not connect: the connection is made on the
-     * first call and re-made after failures.
+     * Adds a metadata entry sent on every call.
+     *
+     * @param key an ASCII metadata key, lower case (e.g. {@code "x-encoder"}); not {@code
+     *     authorization}, which {@link #token} sets
+     * @param value an ASCII value
+     * @return this builder
+     */
+    public Builder metadata(String key, String value) {
+      Objects.requireNonNull(key, "key");
+      Objects.requireNonNull(value, "value");
+      if (key.equalsIgnoreCase("authorization")) {
+        throw new IllegalArgumentException("use token(...) for the authorization header");
+      }
+      Metadata.Key.of(key, Metadata.ASCII_STRING_MARSHALLER); // checks the key now
+      this.metadata.put(key, value);
+      return this;
+    }
+
+    /**
+     * Adds metadata entries sent on every call; see {@link #metadata(String, String)}.
+     *
+     * @param metadata keys and values
+     * @return this builder
+     */
+    public Builder metadata(Map<String, String> metadata) {
+      metadata.forEach(this::metadata);
+      return this;
+    }
+
+    /**
+     * Sends an HTTP/2 keepalive ping after this long without traffic, so a dead connection (a
+     * load balancer that dropped it silently) is noticed before the next call. grpc-java raises
+     * anything below 10 seconds to 10 seconds.
+     *
+     * @param interval the ping interval; default none (off)
+     * @return this builder
+     */
+    public Builder keepalive(Duration interval) {
+      this.keepalive = positive(interval, "keepalive");
+      return this;
+    }
+
+    /**
+     * Runs gRPC callbacks (and so the async futures' completions and the hook for async checks)
+     * on this executor instead of grpc-java's default cached thread pool. The caller owns it.
+     *
+     * @param executor the executor
+     * @return this builder
+     */
+    public Builder executor(Executor executor) {
+      this.executor = Objects.requireNonNull(executor, "executor");
+      return this;
+    }
+
+    /**
+     * Adds gRPC client interceptors (tracing, metrics), run on every call of the client in the
+     * order given, after the client's own token and metadata are attached.
+     *
+     * @param interceptors the interceptors
+     * @return this builder
+     */
+    public Builder intercept(ClientInterceptor... interceptors) {
+      for (ClientInterceptor interceptor : interceptors) {
+        this.interceptors.add(Objects.requireNonNull(interceptor, "interceptor"));
+      }
+      return this;
+    }
+
+    /**
+     * Sets the user agent sent to the gate, put before grpc-java's own (e.g. {@code
+     * "render-farm/2.3"}).
+     *
+     * @param userAgent the user agent
+     * @return this builder
+     */
+    public Builder userAgent(String userAgent) {
+      this.userAgent = Objects.requireNonNull(userAgent, "userAgent");
+      return this;
+    }
+
+    /** For tests: where the builder reads {@code OCCUPANCY_ADDR}. */
+    Builder environment(Function<String, String> environment) {
+      this.environment = environment;
+      return this;
+    }
+
+    /** For tests: the clock of the default hook's 30 s rate limit. */
+    Builder nanoTime(LongSupplier nanoTime) {
+      this.nanoTime = nanoTime;
+      return this;
+    }
+
+    /**
+     * Creates the client. Touches neither the network nor the gRPC runtime (the channel is
+     * opened by the first call and re-made after failures); reads {@link #caFile} now, so a
+     * missing file fails here.
      *
      * @return a new client, to be {@linkplain OccupancyClient#close() closed} when done
+     * @throws IllegalStateException when no target was given and {@code OCCUPANCY_ADDR} is unset
+     * @throws UncheckedIOException when the CA file cannot be read
      */
     public OccupancyClient build() {
-      return new OccupancyClient(this);
+      String resolved = target;
+      if (resolved == null) {
+        resolved = environment.apply(ADDR_ENV);
+        if (resolved == null || resolved.isBlank()) {
+          throw new IllegalStateException(
+              "no gate address: pass one to OccupancyClient.builder(\"host:port\") or set "
+                  + ADDR_ENV);
+        }
+      }
+      return new OccupancyClient(this, resolved, channelCredentials());
+    }
+
+    private ChannelCredentials channelCredentials() {
+      if (credentials != null) {
+        return credentials;
+      }
+      if (caFile != null) {
+        try {
+          return TlsChannelCredentials.newBuilder().trustManager(caFile.toFile()).build();
+        } catch (IOException e) {
+          throw new UncheckedIOException("cannot read the CA file " + caFile, e);
+        }
+      }
+      return tls ? TlsChannelCredentials.create() : InsecureChannelCredentials.create();
+    }
+
+    private ManagedChannel openChannel(String target, ChannelCredentials credentials) {
+      ManagedChannelBuilder<?> builder = Grpc.newChannelBuilder(target, credentials);
+      // ManagedChannelBuilder.intercept runs the last-added interceptor first: reversed, the
+      // caller's run in the order given, after the one that attaches token and metadata.
+      List<ClientInterceptor> chain = new ArrayList<>(interceptors);
+      java.util.Collections.reverse(chain);
+      Metadata headers = new Metadata();
+      if (token != null) {
+        headers.put(
+            Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + token);
+      }
+      metadata.forEach(
+          (key, value) -> headers.put(Metadata.Key.of(key, Metadata.ASCII_STRING_MARSHALLER), value));
+      if (headers.keys().size() > 0) {
+        chain.add(MetadataUtils.newAttachHeadersInterceptor(headers));
+      }
+      builder.intercept(chain);
+      if (keepalive != null) {
+        builder.keepAliveTime(keepalive.toNanos(), TimeUnit.NANOSECONDS);
+      }
+      if (executor != null) {
+        builder.executor(executor);
+      }
+      if (userAgent != null) {
+        builder.userAgent(userAgent);
+      }
+      return builder.build();
+    }
+
+    private Builder copy() {
+      Builder copy = new Builder(target);
+      copy.checkTimeout = checkTimeout;
+      copy.publishTimeout = publishTimeout;
+      copy.failOpen = failOpen;
+      copy.onError = onError;
+      copy.cached = cached;
+      copy.appId = appId;
+      copy.token = token;
+      copy.tls = tls;
+      copy.caFile = caFile;
+      copy.credentials = credentials;
+      copy.metadata.putAll(metadata);
+      copy.keepalive = keepalive;
+      copy.executor = executor;
+      copy.interceptors.addAll(interceptors);
+      copy.userAgent = userAgent;
+      copy.environment = environment;
+      copy.nanoTime = nanoTime;
+      return copy;
     }
 
     private static Duration positive(Duration value, String name) {

@@ -36,6 +36,11 @@ final class Harness {
   final String pusherKey = env("TEST_PUSHER_KEY");
   final String pusherSecret = env("TEST_PUSHER_SECRET");
   final String stubUrl = env("PUSHER_STUB_URL");
+  final String appId = env("TEST_PUSHER_APP_ID");
+
+  /** Last time_ms sent per channel: a later event on a channel must carry a larger one. */
+  private static final java.util.Map<String, Long> LAST_TIME_MS =
+      new java.util.concurrent.ConcurrentHashMap<>();
 
   /** Reads a required variable; a missing one fails the suite rather than skipping it. */
   static String env(String name) {
@@ -65,8 +70,16 @@ final class Harness {
 
   /** Sends one signed webhook with one event per channel and expects it to be applied (200). */
   void webhook(String eventName, String... channels) throws IOException, InterruptedException {
+    long timeMs = System.currentTimeMillis();
+    for (String channel : channels) {
+      long last = LAST_TIME_MS.getOrDefault(channel, 0L);
+      timeMs = Math.max(timeMs, last + 1);
+    }
+    for (String channel : channels) {
+      LAST_TIME_MS.put(channel, timeMs);
+    }
     StringBuilder body = new StringBuilder();
-    body.append("{\"time_ms\":").append(System.currentTimeMillis()).append(",\"events\":[");
+    body.append("{\"time_ms\":").append(timeMs).append(",\"events\":[");
     for (int i = 0; i < channels.length; i++) {
       if (i > 0) {
         body.append(',');
@@ -89,6 +102,63 @@ final class Harness {
             .build();
     HttpResponse<String> response = HTTP.send(request, HttpResponse.BodyHandlers.ofString());
     assertEquals(200, response.statusCode(), "webhook answer: " + response.body());
+  }
+
+  /**
+   * Makes the Pusher stand-in answer every later trigger that includes {@code channel} with
+   * {@code status} after {@code delayMs} (CONTRACT.md, "Making Pusher fail").
+   */
+  void pusherAnswers(String channel, int status, String body, long delayMs)
+      throws IOException, InterruptedException {
+    String json =
+        "{\"channel\":\""
+            + channel
+            + "\",\"status\":"
+            + status
+            + ",\"body\":"
+            + new com.google.gson.JsonPrimitive(body)
+            + ",\"delay_ms\":"
+            + delayMs
+            + "}";
+    post(stubUrl + "/_stub/behaviour", json);
+  }
+
+  /** Restarts the plaintext gate at the same address; returns once it listens again. */
+  static void restartGate() throws IOException, InterruptedException {
+    post(env("OCCUPANCY_HARNESS_URL") + "/restart-gate", "");
+  }
+
+  private static void post(String url, String json) throws IOException, InterruptedException {
+    HttpRequest request =
+        HttpRequest.newBuilder(URI.create(url))
+            .timeout(Duration.ofSeconds(30))
+            .header("Content-Type", "application/json")
+            .POST(HttpRequest.BodyPublishers.ofString(json))
+            .build();
+    HttpResponse<String> response = HTTP.send(request, HttpResponse.BodyHandlers.ofString());
+    assertEquals(200, response.statusCode(), "answer of " + url + ": " + response.body());
+  }
+
+  /** Polls {@code condition} every 20 ms for up to {@code timeout}; whether it became true. */
+  static boolean eventually(Duration timeout, java.util.function.BooleanSupplier condition)
+      throws InterruptedException {
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (true) {
+      if (condition.getAsBoolean()) {
+        return true;
+      }
+      if (System.nanoTime() > deadline) {
+        return false;
+      }
+      Thread.sleep(20);
+    }
+  }
+
+  /** A local port nothing listens on (bound and released). */
+  static int freePort() throws IOException {
+    try (java.net.ServerSocket socket = new java.net.ServerSocket(0)) {
+      return socket.getLocalPort();
+    }
   }
 
   /** The Pusher stand-in's recorded event triggers whose channel list names {@code channel}. */

@@ -3,6 +3,8 @@ package io.occupancy.client;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -10,23 +12,19 @@ import com.google.gson.JsonObject;
 import io.grpc.Status;
 import java.time.Duration;
 import java.util.List;
-import java.util.Set;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.logging.Level;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
 
 /**
- * Runs the client against the real gate, Redis and Pusher stand-in started by the Rust harness
+ * The calls themselves. Runs the client against the real gate, Redis and Pusher stand-in started by the Rust harness
  * ({@code cargo test --test clients -- java}); nothing here is mocked.
  */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 class OccupancyClientTest {
-  private static final Set<Status.Code> GATE_DOWN =
-      Set.of(Status.Code.UNAVAILABLE, Status.Code.DEADLINE_EXCEEDED);
-
   private Harness harness;
   private OccupancyClient client;
 
@@ -133,102 +131,84 @@ class OccupancyClientTest {
   }
 
   @Test
-  void invalidChannelRaisesInvalidArgumentInRaiseMode() {
-    OccupancyException error =
-        assertThrows(OccupancyException.class, () -> client.isOccupied("bad channel!"));
-    assertEquals(Status.Code.INVALID_ARGUMENT, error.getCode());
-    assertEquals(Status.Code.INVALID_ARGUMENT, error.getStatus().getCode());
-    assertNotNull(error.getDescription(), "the server's message is kept");
-    assertFalse(error.getDescription().isBlank());
+  void asyncCheckAnswersLikeTheBlockingOne() throws Exception {
+    String channel = Harness.channel("async");
+    assertFalse(client.isOccupiedAsync(channel).get(5, TimeUnit.SECONDS));
+    harness.occupy(channel);
+    assertTrue(client.isOccupiedAsync(channel).get(5, TimeUnit.SECONDS));
   }
 
   @Test
-  void invalidChannelRaisesEvenWhenFailingOpen() {
+  void asyncPublishPublishesOnce() throws Exception {
+    String channel = Harness.channel("async-pub");
+    String vacant = Harness.channel("async-vacant");
+    harness.occupy(channel);
+
+    PublishResult result =
+        client
+            .publishIfOccupiedAsync(List.of(channel, vacant), "progress", "{\"pct\":7}", "1.2")
+            .get(10, TimeUnit.SECONDS);
+
+    assertEquals(List.of(channel), result.published());
+    assertEquals(List.of(vacant), result.skipped());
+    List<JsonObject> calls = harness.callsFor(channel);
+    assertEquals(1, calls.size(), "calls naming " + channel + ": " + calls);
+    assertEquals("1.2", calls.get(0).getAsJsonObject("body").get("socket_id").getAsString());
+  }
+
+  @Test
+  void duplicatesCountOnce() throws Exception {
+    String channel = Harness.channel("dup");
+    harness.occupy(channel);
+    PublishResult result = client.publishIfOccupied(List.of(channel, channel), "progress", "{}");
+    assertEquals(List.of(channel), result.published());
+    assertEquals(1, harness.callsFor(channel).size());
+  }
+
+  @Test
+  void oneChannelIsReusedForEveryCall() throws Exception {
+    try (OccupancyClient fresh = OccupancyClient.builder(harness.addr).failOpen(false).build()) {
+      assertNull(fresh.openedChannel(), "building a client opens no channel");
+      fresh.isOccupied(Harness.channel("reuse"));
+      io.grpc.ManagedChannel first = fresh.openedChannel();
+      assertNotNull(first, "the first call opens the channel");
+      fresh.publishIfOccupied(List.of(Harness.channel("reuse")), "e", "{}");
+      fresh.isOccupiedAsync(Harness.channel("reuse")).get(5, TimeUnit.SECONDS);
+      assertSame(first, fresh.openedChannel(), "later calls reuse it");
+    }
+  }
+
+  @Test
+  void targetComesFromOccupancyAddrWhenNoneIsGiven() throws Exception {
+    String channel = Harness.channel("env");
+    harness.occupy(channel);
+    try (OccupancyClient fromEnv = OccupancyClient.builder().failOpen(false).build()) {
+      assertTrue(fromEnv.isOccupied(channel), "the client asked the gate at $OCCUPANCY_ADDR");
+      assertTrue(fromEnv.toString().contains(harness.addr), fromEnv.toString());
+    }
+  }
+
+  @Test
+  void appIdNamesTheApp() throws Exception {
+    String channel = Harness.channel("app");
+    harness.occupy(channel);
+    try (OccupancyClient named =
+        OccupancyClient.builder(harness.addr).appId(harness.appId).failOpen(false).build()) {
+      assertTrue(named.isOccupied(channel));
+      assertEquals(
+          List.of(channel), named.publishIfOccupied(List.of(channel), "e", "{}").published());
+    }
+  }
+
+  @Test
+  void unknownAppIdRaisesNotFoundEvenWhenFailingOpen() {
     List<OccupancyException> reported = new CopyOnWriteArrayList<>();
-    try (OccupancyClient failOpen =
-        OccupancyClient.builder(harness.addr).onError(reported::add).build()) {
+    try (OccupancyClient unknown =
+        OccupancyClient.builder(harness.addr).appId("no-such-app").onError(reported::add).build()) {
       OccupancyException error =
-          assertThrows(OccupancyException.class, () -> failOpen.isOccupied("bad channel!"));
-      assertEquals(Status.Code.INVALID_ARGUMENT, error.getCode());
-      assertEquals(List.of(), reported, "a raised error is not also reported to the hook");
-    }
-  }
-
-  @Test
-  void publishWithInvalidChannelRaisesInvalidArgument() {
-    OccupancyException error =
-        assertThrows(
-            OccupancyException.class,
-            () -> client.publishIfOccupied(List.of("bad channel!"), "progress", "{}"));
-    assertEquals(Status.Code.INVALID_ARGUMENT, error.getCode());
-  }
-
-  @Test
-  void deadGateFailsOpenAndReportsTheError() {
-    List<OccupancyException> reported = new CopyOnWriteArrayList<>();
-    try (OccupancyClient failOpen =
-        OccupancyClient.builder(harness.deadAddr)
-            .timeout(Duration.ofMillis(500))
-            .onError(reported::add)
-            .build()) {
-      assertTrue(failOpen.isOccupied(Harness.channel("dead")));
-      assertEquals(1, reported.size(), "the hook sees the swallowed error");
-      Status.Code code = reported.get(0).getCode();
-      assertTrue(GATE_DOWN.contains(code), "code " + code);
-    }
-  }
-
-  @Test
-  void deadGateFailsOpenWithTheDefaultHookLoggingAWarning() {
-    try (CapturedLog log = new CapturedLog();
-        OccupancyClient failOpen = OccupancyClient.builder(harness.deadAddr).build()) {
-      assertTrue(failOpen.isOccupied(Harness.channel("dead-log")));
-      assertEquals(1, log.records.size(), "one warning per swallowed error");
-      assertEquals(Level.WARNING, log.records.get(0).getLevel());
-      assertTrue(log.records.get(0).getThrown() instanceof OccupancyException);
-    }
-  }
-
-  @Test
-  void deadGateFailsOpenEvenWhenTheHookThrows() {
-    try (CapturedLog log = new CapturedLog();
-        OccupancyClient failOpen =
-            OccupancyClient.builder(harness.deadAddr)
-                .onError(
-                    e -> {
-                      throw new IllegalStateException("broken hook");
-                    })
-                .build()) {
-      assertTrue(failOpen.isOccupied(Harness.channel("dead-hook")));
-      assertEquals(1, log.records.size(), "the hook's failure is logged");
-      assertEquals("broken hook", log.records.get(0).getThrown().getMessage());
-    }
-  }
-
-  @Test
-  void deadGateRaisesInRaiseMode() {
-    try (OccupancyClient raising =
-        OccupancyClient.builder(harness.deadAddr).failOpen(false).build()) {
-      OccupancyException error =
-          assertThrows(
-              OccupancyException.class, () -> raising.isOccupied(Harness.channel("dead-raise")));
-      assertTrue(GATE_DOWN.contains(error.getCode()), "code " + error.getCode());
-    }
-  }
-
-  @Test
-  void deadGatePublishRaisesEvenWhenFailingOpen() {
-    List<OccupancyException> reported = new CopyOnWriteArrayList<>();
-    try (OccupancyClient failOpen =
-        OccupancyClient.builder(harness.deadAddr).onError(reported::add).build()) {
-      OccupancyException error =
-          assertThrows(
-              OccupancyException.class,
-              () ->
-                  failOpen.publishIfOccupied(
-                      List.of(Harness.channel("dead-pub")), "progress", "{}"));
-      assertTrue(GATE_DOWN.contains(error.getCode()), "code " + error.getCode());
-      assertEquals(List.of(), reported, "publish errors are thrown, not reported");
+          assertThrows(OccupancyException.class, () -> unknown.isOccupied(Harness.channel("app")));
+      assertEquals(Status.Code.NOT_FOUND, error.getCode());
+      assertEquals(List.of(), reported, "a configuration error is raised, not swallowed");
     }
   }
 }

@@ -1,0 +1,21 @@
+package io.occupancy.client;
+
+/**
+ * Thrown by every call on an {@link OccupancyGate} after {@link OccupancyGate#close()}: the client
+ * was closed, so nothing was asked or published. It is an {@link IllegalStateException}, as Java's
+ * own closed resources throw, and it is never swallowed by failing open: using a closed client is
+ * a bug in the caller's lifecycle, not an outage of the gate.
+ */
+public class OccupancyClosedException extends IllegalStateException {
+  private static final long serialVersionUID = 1L;
+
+  /**
+   * Creates the error for a closed client.
+   *
+   * @param message names the closed client, e.g. {@code "OccupancyClient for 127.0.0.1:50051 is
+   *     closed"}
+   */
+  public OccupancyClosedException(String message) {
+    super(message);
+  }
+}
