@@ -4,26 +4,49 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"os"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/occupancy/occupancy/clients/go/occupancypb"
 )
 
+// EnvAddr is the environment variable New reads the target from when it is
+// given none.
+const EnvAddr = "OCCUPANCY_ADDR"
+
 // Client talks to one occupancy gate over a single gRPC connection. Create it
 // once with New, share it between goroutines, and Close it at shutdown.
 type Client struct {
-	conn           *grpc.ClientConn
-	stub           occupancypb.OccupancyClient
-	timeout        time.Duration
+	target         string
+	dialOptions    []grpc.DialOption
+	checkTimeout   time.Duration
 	publishTimeout time.Duration
-	failClosed     bool
+	failOpen       bool
 	onError        func(error)
+	outgoingMD     []string // key, value pairs added to every call
+	appID          string
+	cached         bool
+
+	mu     sync.Mutex
+	closed bool
+	conn   *grpc.ClientConn // nil until the first call
+	stub   occupancypb.OccupancyClient
+	watch  *watcher // cached mode, started by the first IsOccupied
 }
+
+// Compile-time checks that the real client and the fake are both a Gate.
+var (
+	_ Gate = (*Client)(nil)
+	_ Gate = (*Fake)(nil)
+)
 
 // PublishResult tells which channels an event went to, so the caller can log
 // or count what was saved. Both lists keep the order of the request and are
@@ -36,100 +59,208 @@ type PublishResult struct {
 }
 
 // New creates a client for the gate at target ("host:port", or any target
-// grpc.NewClient accepts). It does not connect: the connection is made on
-// the first call and re-established by gRPC as needed, so New succeeds even
-// while the gate is down and fails only on invalid options or targets.
+// grpc.NewClient accepts); an empty target means the value of the
+// OCCUPANCY_ADDR environment variable, and New fails when that is empty too.
+//
+// New touches neither the network nor the gRPC runtime: the connection is
+// opened by the first call and reused by every later one, and re-established
+// as needed with a backoff capped at MaxReconnectDelay. New fails only on
+// invalid options (including an unreadable WithCAFile) or a missing target.
 // Errors from New are configuration errors, not *Error.
 func New(target string, opts ...Option) (*Client, error) {
 	cfg := config{
-		timeout:        DefaultTimeout,
+		checkTimeout:   DefaultCheckTimeout,
 		publishTimeout: DefaultPublishTimeout,
+		failOpen:       true,
 	}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	if cfg.err != nil {
-		return nil, cfg.err
+	if len(cfg.errs) > 0 {
+		return nil, errors.Join(cfg.errs...)
+	}
+	if target == "" {
+		target = os.Getenv(EnvAddr)
+		if target == "" {
+			return nil, fmt.Errorf("occupancy: no target given and %s is not set", EnvAddr)
+		}
 	}
 	if !cfg.onErrorSet {
-		cfg.onError = logSwallowed
+		cfg.onError = newWarner().handle
 	}
-	dialOpts := make([]grpc.DialOption, 0, 1+len(cfg.dialOptions))
-	if cfg.creds != nil {
-		dialOpts = append(dialOpts, grpc.WithTransportCredentials(cfg.creds))
-	} else {
-		dialOpts = append(dialOpts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := cfg.transportCredentials()
+	if err != nil {
+		return nil, err
+	}
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	dialOpts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: 1.6,
+				// gRPC-Go adds up to 20 % jitter after applying MaxDelay;
+				// this keeps the longest wait at MaxReconnectDelay.
+				Jitter:   0.2,
+				MaxDelay: MaxReconnectDelay * 5 / 6,
+			},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	}
+	if cfg.keepalive > 0 {
+		dialOpts = append(dialOpts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                cfg.keepalive,
+			Timeout:             cfg.keepalive,
+			PermitWithoutStream: true,
+		}))
 	}
 	dialOpts = append(dialOpts, cfg.dialOptions...)
-	conn, err := grpc.NewClient(target, dialOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("occupancy: connecting to %q: %w", target, err)
+
+	md := append([]string(nil), cfg.metadata...)
+	if cfg.token != "" {
+		md = append(md, "authorization", "Bearer "+cfg.token)
 	}
 	return &Client{
-		conn:           conn,
-		stub:           occupancypb.NewOccupancyClient(conn),
-		timeout:        cfg.timeout,
+		target:         target,
+		dialOptions:    dialOpts,
+		checkTimeout:   cfg.checkTimeout,
 		publishTimeout: cfg.publishTimeout,
-		failClosed:     cfg.failClosed,
+		failOpen:       cfg.failOpen,
 		onError:        cfg.onError,
+		outgoingMD:     md,
+		appID:          cfg.appID,
+		cached:         cfg.cached,
 	}, nil
 }
 
-// logSwallowed is the default error handler: a fail-open answer should never
-// be silent, since it means every check is now paying for nothing.
-func logSwallowed(err error) {
-	slog.Default().Warn("occupancy: gate check failed, answering occupied (fail open)", "error", err)
+// Target is the address the client talks to (after reading OCCUPANCY_ADDR
+// when New was given none).
+func (c *Client) Target() string { return c.target }
+
+// connect returns the stub, opening the connection on first use.
+func (c *Client) connect() (occupancypb.OccupancyClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if c.stub == nil {
+		conn, err := grpc.NewClient(c.target, c.dialOptions...)
+		if err != nil {
+			return nil, &Error{Code: codes.InvalidArgument, Message: fmt.Sprintf("target %q: %v", c.target, err)}
+		}
+		c.conn = conn
+		c.stub = occupancypb.NewOccupancyClient(conn)
+	}
+	return c.stub, nil
+}
+
+// outgoing adds the client's metadata (token, WithMetadata) to ctx.
+func (c *Client) outgoing(ctx context.Context) context.Context {
+	if len(c.outgoingMD) == 0 {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, c.outgoingMD...)
+}
+
+// isClosed reports whether Close was called.
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// callError turns a failed call's error into what the caller sees: ErrClosed
+// when the client was closed meanwhile, else an *Error.
+func (c *Client) callError(err error) error {
+	if c.isClosed() {
+		return ErrClosed
+	}
+	return toError(err)
 }
 
 // IsOccupied reports whether channel has at least one subscriber, per the
 // gate's view of Pusher's webhooks.
 //
-// When failing open (the default), any failure answers true with a nil error
-// and goes to the error handler, except two, which are always returned with
-// false: INVALID_ARGUMENT (the channel name is malformed, a caller bug that
-// retrying or failing open would hide) and CANCELED caused by the caller
-// cancelling ctx. With WithFailClosed every failure is returned. Returned
-// errors are *Error.
+// A malformed channel name returns an INVALID_ARGUMENT *Error without any
+// call, so it is returned even while the gate is down. With fail-open (the
+// default), an outage (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, a
+// transport error) answers true, nil and the error goes to the hook; every
+// other error is returned with false (see the package documentation,
+// "Failure policy"). After Close it returns ErrClosed.
+//
+// With WithCached the answer comes from the local copy (see "Cached mode").
 func (c *Client) IsOccupied(ctx context.Context, channel string) (bool, error) {
-	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	if c.isClosed() {
+		return false, ErrClosed
+	}
+	if err := checkChannel(channel); err != nil {
+		return false, err
+	}
+	if c.cached {
+		return c.cachedIsOccupied(ctx, channel)
+	}
+	stub, err := c.connect()
+	if err != nil {
+		return false, err
+	}
+	callCtx, cancel := context.WithTimeout(c.outgoing(ctx), c.checkTimeout)
 	defer cancel()
-	resp, err := c.stub.IsOccupied(callCtx, &occupancypb.IsOccupiedRequest{Channel: channel})
+	resp, err := stub.IsOccupied(callCtx, &occupancypb.IsOccupiedRequest{Channel: channel, AppId: c.appID})
 	if err == nil {
 		return resp.GetOccupied(), nil
 	}
-	e := toError(err)
-	callerCanceled := errors.Is(ctx.Err(), context.Canceled)
-	if c.failClosed || e.Code == codes.InvalidArgument || callerCanceled {
-		return false, e
+	return c.failurePolicy(c.callError(err))
+}
+
+// failurePolicy answers a failed check: true, nil for an outage when failing
+// open (after handing the error to the hook), else false and the error.
+func (c *Client) failurePolicy(err error) (bool, error) {
+	if c.failOpen && IsOutage(err) {
+		c.onError(err)
+		return true, nil
 	}
-	if c.onError != nil {
-		c.onError(e)
-	}
-	return true, nil
+	return false, err
 }
 
 // PublishIfOccupied triggers event with data on those of channels that are
 // occupied, in one Pusher call made by the gate, and makes no call when none
 // is. data is sent verbatim as the Pusher event's data (usually JSON).
 //
-// Errors are always returned (as *Error), whatever the failure policy: when
-// the call fails the caller cannot assume anything was published. A
-// DEADLINE_EXCEEDED means the event may or may not have reached Pusher.
+// The client checks first, without a call, that there are 1 to 100 valid
+// channel names, an event name of 1 to 200 characters and at most 10240
+// bytes of data. Errors are always returned (as *Error, or ErrClosed after
+// Close), whatever the failure policy: when the call fails the caller cannot
+// assume anything was published. A DEADLINE_EXCEEDED means the event may or
+// may not have reached Pusher.
 func (c *Client) PublishIfOccupied(ctx context.Context, channels []string, event, data string, opts ...PublishOption) (PublishResult, error) {
+	if c.isClosed() {
+		return PublishResult{}, ErrClosed
+	}
+	if err := checkPublish(channels, event, data); err != nil {
+		return PublishResult{}, err
+	}
 	var pc publishConfig
 	for _, opt := range opts {
 		opt(&pc)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.publishTimeout)
+	stub, err := c.connect()
+	if err != nil {
+		return PublishResult{}, err
+	}
+	callCtx, cancel := context.WithTimeout(c.outgoing(ctx), c.publishTimeout)
 	defer cancel()
-	resp, err := c.stub.PublishIfOccupied(ctx, &occupancypb.PublishIfOccupiedRequest{
+	resp, err := stub.PublishIfOccupied(callCtx, &occupancypb.PublishIfOccupiedRequest{
 		Channels: channels,
 		Event:    event,
 		Data:     data,
 		SocketId: pc.socketID,
+		AppId:    c.appID,
 	})
 	if err != nil {
-		return PublishResult{}, toError(err)
+		return PublishResult{}, c.callError(err)
 	}
 	return PublishResult{
 		Published: nonNil(resp.GetPublished()),
@@ -137,10 +268,26 @@ func (c *Client) PublishIfOccupied(ctx context.Context, channels []string, event
 	}, nil
 }
 
-// Close releases the connection. Calls made after Close fail with CANCELED
-// (and IsOccupied then fails open unless WithFailClosed was given).
+// Close ends the cached mode's subscription (waiting for its goroutine to
+// exit) and releases the connection. Every call made after Close returns
+// ErrClosed, and so does a call still in flight when Close ends it. Closing
+// twice is harmless and returns nil.
 func (c *Client) Close() error {
-	return c.conn.Close()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	conn, w := c.conn, c.watch
+	c.mu.Unlock()
+	if w != nil {
+		w.stop()
+	}
+	if conn != nil {
+		return conn.Close()
+	}
+	return nil
 }
 
 func nonNil(s []string) []string {

@@ -9,19 +9,26 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Error is the one error type the client returns, so callers can branch on
-// the gRPC status code (for example retry on UNAVAILABLE, fix their input on
+// ErrClosed is returned by every call made on a [Client] (or a [Fake]) after
+// Close, whatever the failure policy: a closed client never answers
+// "occupied". Test for it with errors.Is(err, occupancy.ErrClosed).
+var ErrClosed = errors.New("occupancy: client is closed")
+
+// Error is the error type of failed calls, so callers can branch on the gRPC
+// status code (for example retry on UNAVAILABLE, fix their input on
 // INVALID_ARGUMENT) without parsing messages. The codes the gate uses are
 // listed in proto/occupancy/v1/occupancy.proto; transport failures add
-// UNAVAILABLE, DEADLINE_EXCEEDED and CANCELED.
+// UNAVAILABLE, DEADLINE_EXCEEDED and CANCELED, and the client's own checks of
+// channel names, event names and data give INVALID_ARGUMENT without a call.
 //
 // It implements GRPCStatus, so status.Code(err) and status.FromError(err)
-// work on it and on errors wrapping it.
+// work on it and on errors wrapping it. The one error of this package that is
+// not an *Error is [ErrClosed].
 type Error struct {
 	// Code is the gRPC status code of the failed call.
 	Code codes.Code
-	// Message is the server's (or the gRPC transport's) description of the
-	// failure.
+	// Message is the server's (or the gRPC transport's, or the local
+	// check's) description of the failure.
 	Message string
 
 	st *status.Status
@@ -55,6 +62,11 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
+// invalidArgument is the error of a failed local check.
+func invalidArgument(format string, args ...any) *Error {
+	return &Error{Code: codes.InvalidArgument, Message: fmt.Sprintf(format, args...)}
+}
+
 // toError converts any error from a gRPC call into *Error. Errors that carry
 // no gRPC status (rare: local failures before the call is sent) become
 // UNKNOWN, and context errors get their matching codes.
@@ -70,4 +82,20 @@ func toError(err error) *Error {
 		}
 	}
 	return &Error{Code: st.Code(), Message: st.Message(), st: st}
+}
+
+// IsOutage reports whether err means the gate could not answer right now
+// (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, or a transport error,
+// which gRPC reports as UNAVAILABLE): the errors for which IsOccupied fails
+// open. Every other error is a configuration or caller bug that retrying, or
+// answering "occupied", would hide.
+func IsOutage(err error) bool {
+	if err == nil || errors.Is(err, ErrClosed) {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return true
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package occupancy_test
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 // somebody is watching.
 func Example() {
 	ctx := context.Background()
-	gate, err := occupancy.New("127.0.0.1:50051", occupancy.WithTimeout(500*time.Millisecond))
+	gate, err := occupancy.New("127.0.0.1:50051", occupancy.WithCheckTimeout(500*time.Millisecond))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -31,8 +32,8 @@ func Example() {
 // costs quota, never a lost update.
 func ExampleClient_IsOccupied() {
 	ctx := context.Background()
-	gate, err := occupancy.New("127.0.0.1:50051",
-		occupancy.WithErrorHandler(func(err error) { log.Printf("occupancy gate: %v", err) }))
+	gate, err := occupancy.New("", // OCCUPANCY_ADDR
+		occupancy.WithOnError(func(err error) { log.Printf("occupancy gate: %v", err) }))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,10 +41,23 @@ func ExampleClient_IsOccupied() {
 
 	occupied, err := gate.IsOccupied(ctx, "private-job-42")
 	if err != nil {
-		log.Fatal(err) // only INVALID_ARGUMENT or ctx cancellation when failing open
+		log.Fatal(err) // with fail-open: a bad name, a configuration error, or ErrClosed
 	}
 	if !occupied {
 		return // nobody is watching: skip rendering and publishing the frame
 	}
 	// render the progress frame and publish it to Pusher
+}
+
+// Code that takes an occupancy.Gate is unit-tested with a Fake.
+func ExampleFake() {
+	fake := occupancy.NewFake("private-job-42")
+	var gate occupancy.Gate = fake // what the encoder under test is given
+
+	res, _ := gate.PublishIfOccupied(context.Background(), []string{"private-job-42", "private-job-43"}, "progress", `{"pct":40}`)
+	fmt.Println(res.Published, res.Skipped)
+	fmt.Println(fake.Published("private-job-42"))
+	// Output:
+	// [private-job-42] [private-job-43]
+	// [{"pct":40}]
 }

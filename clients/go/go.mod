@@ -1,3 +1,6 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+// Licence texts: LICENSE-MIT and LICENSE-APACHE in this directory (copies of
+// the repository root's).
 module github.com/occupancy/occupancy/clients/go
 
 go 1.26.0
