@@ -10,20 +10,30 @@ Gem::Specification.new do |spec|
     Asks the occupancy gRPC service whether a Pusher Channels channel has
     subscribers, and publishes events through it only to occupied channels.
     Fails open by default, so an unreachable gate never drops a live update.
+    Optional cached mode answers from a local copy kept by a stream.
   DESC
   spec.authors = ["occupancy"]
-  spec.license = "Apache-2.0"
+  spec.homepage = "https://github.com/occupancy/occupancy"
+  spec.metadata = {
+    "source_code_uri" => "https://github.com/occupancy/occupancy/tree/main/clients/ruby",
+    "documentation_uri" => "https://github.com/occupancy/occupancy/blob/main/clients/ruby/README.md"
+  }
+  # Dual-licensed, at the user's choice; the texts are LICENSE-MIT and
+  # LICENSE-APACHE (copies of the repository root's, checked by the suite).
+  spec.license = "MIT OR Apache-2.0"
   spec.required_ruby_version = ">= 3.0"
 
-  spec.files = Dir["lib/**/*.rb"] + ["README.md"]
+  spec.files = Dir["lib/**/*.rb"] + %w[README.md LICENSE-MIT LICENSE-APACHE]
   spec.require_paths = ["lib"]
 
-  # The checked-in stubs use protobuf's descriptor DSL, which google-protobuf
-  # 4.x no longer has; regenerate them before allowing 4.x.
-  spec.add_dependency "google-protobuf", "~> 3.21"
+  # The stubs use the serialized-descriptor form, which loads with both
+  # google-protobuf majors (3.21 on Debian bookworm, 4.x from rubygems.org).
+  # grpc 1.51-1.5x needs protobuf 3.x and later grpc allows 4.x, so Bundler
+  # picks a matching pair. grpc >= 1.57 also makes forking after a call safe
+  # (see the README's "Fork safety").
+  spec.add_dependency "google-protobuf", ">= 3.21", "< 5"
   spec.add_dependency "grpc", ">= 1.51", "< 2"
 
-  spec.add_development_dependency "grpc-tools", "= 1.51.1"
   spec.add_development_dependency "minitest", "~> 5.15"
   spec.add_development_dependency "rake", "~> 13.0"
 end

@@ -1,193 +1,222 @@
 # frozen_string_literal: true
 
-require "grpc"
+require "logger"
+require "occupancy/codes"
 require "occupancy/error"
+require "occupancy/names"
 require "occupancy/version"
-require "occupancy/v1/occupancy_services_pb"
+require "occupancy/error_hook"
+require "occupancy/grpc_runtime"
+require "occupancy/watcher"
 
 module Occupancy
   # What one {Client#publish_if_occupied} did, so the caller can tell which
-  # channels really got the event (e.g. to count or log skipped work).
+  # channels really got the event.
   #
   # @!attribute [r] published
   #   @return [Array<String>] channels the event was triggered on (occupied
-  #     ones), in request order.
+  #     ones), each once, in request order.
   # @!attribute [r] skipped
-  #   @return [Array<String>] channels that were vacant and got nothing, in
-  #     request order.
+  #   @return [Array<String>] channels that were vacant and got nothing, each
+  #     once, in request order.
   PublishResult = Struct.new(:published, :skipped, keyword_init: true)
 
   # A connection to the occupancy gate, the service that knows which Pusher
   # channels have subscribers, so an encoder can skip publishing progress
-  # nobody is watching.
+  # nobody is watching. The behaviour is the one of every occupancy client,
+  # described in clients/CONTRACT.md.
   #
-  # One client holds one gRPC channel, opened lazily on the first call and
-  # reused by every call after it; create one per process (it is safe to share
-  # between threads) and {#close} it at shutdown.
+  # Constructing a client touches neither the network nor the grpc gem: grpc
+  # is loaded and one gRPC channel is opened on the first call, and reused by
+  # every call after it. In a forked child (pid changed) the channel is
+  # opened again; see "Fork safety" in the README. A client is thread-safe:
+  # create one per process and share it.
   #
-  # Failure policy of {#occupied?} (chosen with +on_error:+):
-  #
-  # * +:open+ (default): when the gate cannot be reached or answers an error,
-  #   answer +true+ ("occupied"). An encoder that publishes by itself after a
-  #   +true+ then never drops a live update because the gate is down; the cost
-  #   is a few publishes nobody sees. The swallowed error is passed to
-  #   +error_handler+ so it is not silent.
-  # * +:raise+: raise {Occupancy::Error} instead.
-  #
-  # In both policies an +INVALID_ARGUMENT+ answer (a malformed channel name) is
-  # raised, because it is a bug in the caller that failing open would hide.
-  # Validation happens in the gate, so while the gate is unreachable a
-  # malformed name cannot be recognised and fails open like any other call.
-  #
-  # {#publish_if_occupied} always raises on failure: nothing was published.
+  # Failure policy of {#occupied?}: with +fail_open: true+ (the default) an
+  # outage (+UNAVAILABLE+, +DEADLINE_EXCEEDED+, +RESOURCE_EXHAUSTED+, or a
+  # transport error) answers +true+ and the error goes to the +on_error+
+  # hook; every other failure raises. With +fail_open: false+ every failure
+  # raises. {#publish_if_occupied} always raises: nothing was published.
   #
   # @example
   #   gate = Occupancy::Client.new("occupancy:50051")
   #   if gate.occupied?("job-42")
-  #     result = gate.publish_if_occupied(["job-42"], "progress", '{"pct":40}')
-  #     result.published # => ["job-42"]
+  #     gate.publish_if_occupied(["job-42"], "progress", '{"pct":40}').published # => ["job-42"]
   #   end
   #   gate.close
   class Client
-    # Seconds allowed for an occupancy check: short, because it sits in front
-    # of every progress update and a slow gate must not stall the encoder.
-    DEFAULT_TIMEOUT = 1.0
-
-    # Seconds allowed for a publish: longer than the gate's own Pusher HTTP
-    # timeout, so the gate reports Pusher's failure instead of the client
-    # giving up first and leaving the outcome unknown.
+    # Seconds allowed for {#occupied?}: short, because it sits in front of
+    # every progress update.
+    DEFAULT_CHECK_TIMEOUT = 1.0
+    # Seconds allowed for {#publish_if_occupied}: longer than the gate's own
+    # 3 s Pusher timeout, so the gate reports Pusher's failure first.
     DEFAULT_PUBLISH_TIMEOUT = 5.0
+    # gRPC's reconnect backoff is capped at this (gRPC's own cap is 120 s), so
+    # a client is back on a restarted gate within seconds.
+    MAX_RECONNECT_BACKOFF_MS = 2000
+    # The environment variable read when no target is given.
+    TARGET_ENV = "OCCUPANCY_ADDR"
+    # Metadata keys that gRPC accepts.
+    METADATA_KEY = /\A[0-9a-z_.\-]+\z/
 
-    # The accepted values of +on_error:+.
-    FAILURE_POLICIES = %i[open raise].freeze
-
-    # What a fail-open client does with a swallowed error when the caller gave
-    # no +error_handler+: a warning on stderr (silenced, like every Ruby
-    # warning, when +$VERBOSE+ is nil), so an outage of the gate shows up in
-    # the encoder's logs.
-    DEFAULT_ERROR_HANDLER = lambda do |error|
-      Kernel.warn("occupancy: gate check failed, answering occupied (fail open): #{error.message}")
-    end
-
-    # @return [String] the gate's +host:port+.
+    # @return [String] the gate's address
     attr_reader :target
-    # @return [Float] seconds allowed for {#occupied?}.
-    attr_reader :timeout
-    # @return [Float] seconds allowed for {#publish_if_occupied}.
+    # @return [Float] seconds allowed for {#occupied?}
+    attr_reader :check_timeout
+    # @return [Float] seconds allowed for {#publish_if_occupied}
     attr_reader :publish_timeout
-    # @return [Symbol] the failure policy of {#occupied?}, +:open+ or +:raise+.
-    attr_reader :on_error
+    # @return [Boolean] the failure policy of {#occupied?}
+    attr_reader :fail_open
+    # @return [String] the Pusher app asked about ("" = the gate's only app)
+    attr_reader :app_id
+    # @return [Hash{String=>String}] the channel arguments the gRPC channel is
+    #   opened with (reconnect backoff, keepalive, user agent, +channel_args+)
+    attr_reader :channel_args
 
-    # @param target [String] the gate's address, +host:port+ (any gRPC target
-    #   string works, e.g. +dns:///occupancy:50051+).
-    # @param timeout [Numeric] seconds allowed for {#occupied?}.
+    # @param target [String, nil] the gate's address, +host:port+ (any gRPC
+    #   target string); +nil+ reads +OCCUPANCY_ADDR+.
+    # @param token [String, nil] sent as +authorization: Bearer <token>+ on
+    #   every call.
+    # @param tls [Boolean] TLS to the gate, trusting the system's CAs.
+    # @param ca_file [String, nil] a PEM CA bundle to trust instead (implies
+    #   TLS); read now, so a wrong path fails at construction.
+    # @param metadata [Hash{String=>String}] extra metadata sent on every call.
+    # @param keepalive [Numeric, nil] seconds between HTTP/2 keepalive pings
+    #   (off when nil).
+    # @param app_id [String] the Pusher app asked about, when the gate serves
+    #   several ("" = the only one).
+    # @param check_timeout [Numeric] seconds allowed for {#occupied?}.
     # @param publish_timeout [Numeric] seconds allowed for {#publish_if_occupied}.
-    # @param on_error [Symbol] +:open+ to answer +true+ when the check fails,
-    #   +:raise+ to raise {Occupancy::Error}; see the class docs.
-    # @param error_handler [#call, nil] called with each {Occupancy::Error}
-    #   swallowed by failing open (e.g. to log it or count it); +nil+ to
-    #   ignore them. An exception raised by the handler is reported with
-    #   +warn+ and otherwise ignored, so that observing an error never turns
-    #   into losing the answer.
-    # @param credentials [Symbol, GRPC::Core::ChannelCredentials]
-    #   +:this_channel_is_insecure+ (plaintext, the default) or TLS
-    #   credentials such as +GRPC::Core::ChannelCredentials.new+.
-    # @param channel_args [Hash] extra gRPC channel arguments (keepalive,
-    #   message sizes...), for operators who need to tune the connection.
-    # @raise [ArgumentError] for an invalid option.
-    def initialize(target,
-                   timeout: DEFAULT_TIMEOUT,
-                   publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
-                   on_error: :open,
-                   error_handler: DEFAULT_ERROR_HANDLER,
-                   credentials: :this_channel_is_insecure,
-                   channel_args: {})
-      unless target.is_a?(String) && !target.empty?
-        raise ArgumentError, "target must be a non-empty \"host:port\" string, got #{target.inspect}"
-      end
-      unless FAILURE_POLICIES.include?(on_error)
-        raise ArgumentError, "on_error must be one of #{FAILURE_POLICIES.inspect}, got #{on_error.inspect}"
-      end
-      unless error_handler.nil? || error_handler.respond_to?(:call)
-        raise ArgumentError, "error_handler must respond to #call or be nil"
-      end
-
-      @target = target
-      @timeout = seconds(:timeout, timeout)
+    # @param fail_open [Boolean] whether {#occupied?} answers +true+ on an
+    #   outage (see the class docs).
+    # @param on_error [#call, nil] called with every error fail-open swallows;
+    #   nil logs a warning at most once per 30 s ({RateLimitedWarning}). An
+    #   exception raised by the hook is logged and ignored.
+    # @param logger [Logger, nil] where the default hook and the client's own
+    #   warnings go (default: a Logger on $stderr).
+    # @param cached [Boolean] answer {#occupied?} from a local copy kept by the
+    #   WatchOccupancy stream (see the README).
+    # @param channel_args [Hash] extra gRPC channel arguments; they override
+    #   the defaults above.
+    # @raise [ArgumentError] for an invalid option or no target.
+    def initialize(target = nil, token: nil, tls: false, ca_file: nil, metadata: {}, keepalive: nil,
+                   app_id: "", check_timeout: DEFAULT_CHECK_TIMEOUT, publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+                   fail_open: true, on_error: nil, logger: nil, cached: false, channel_args: {})
+      @target = resolve_target(target)
+      @check_timeout = seconds(:check_timeout, check_timeout)
       @publish_timeout = seconds(:publish_timeout, publish_timeout)
-      @on_error = on_error
-      @error_handler = error_handler
-      @closed = false
+      raise ArgumentError, "fail_open must be true or false, got #{fail_open.inspect}" unless [true, false].include?(fail_open)
+      raise ArgumentError, "cached must be true or false, got #{cached.inspect}" unless [true, false].include?(cached)
+      raise ArgumentError, "app_id must be a String, got #{app_id.class}" unless app_id.is_a?(String)
 
-      args = channel_args.to_h.transform_keys(&:to_s)
-      args["grpc.primary_user_agent"] = [args["grpc.primary_user_agent"], "occupancy-ruby/#{VERSION}"].compact.join(" ")
-      # The channel is built here, once, and handed to the stub so that
-      # #close can shut it down (a plain stub offers no way to).
-      @channel = GRPC::Core::Channel.new(target, args, credentials)
-      @stub = ::Occupancy::V1::Occupancy::Stub.new(target, credentials, channel_override: @channel)
+      @fail_open = fail_open
+      @cached = cached
+      @app_id = app_id
+      @logger = logger || Logger.new($stderr)
+      @on_error = hook(on_error)
+      @metadata = call_metadata(token, metadata)
+      @tls = tls ? true : false
+      @ca_pem = read_ca(ca_file)
+      @channel_args = build_channel_args(keepalive, channel_args)
+
+      @mutex = Mutex.new
+      @closed = false
+      @stub = nil
+      @channel = nil
+      @stub_pid = nil
+      @watcher = nil
+      @watcher_pid = nil
     end
 
     # Whether anyone is subscribed to +channel+ right now, as last reported to
     # the gate by Pusher's webhooks.
     #
     # @param channel [String] a Pusher channel name (1 to 164 characters of
-    #   +A-Z a-z 0-9 _ - = @ , . ;+, prefixes such as +private-+ included).
-    # @return [Boolean] +true+ also when the check failed and the client fails
-    #   open.
-    # @raise [Occupancy::Error] with code +INVALID_ARGUMENT+ for a malformed
-    #   channel name (whatever the failure policy); with the failure's code
-    #   when +on_error: :raise+; with +CANCELLED+ after {#close}.
+    #   +A-Z a-z 0-9 _ - = @ , . ;+), checked before any call.
+    # @return [Boolean] also +true+ on an outage when failing open.
+    # @raise [InvalidArgumentError] for a malformed name, whatever the policy
+    #   and even while the gate is down.
+    # @raise [ClosedError] after {#close}.
+    # @raise [ForkError] in a child that cannot use gRPC (see the README).
+    # @raise [Error] any other failure; an outage only with +fail_open: false+.
     def occupied?(channel)
-      ensure_open!
-      request = build_request { ::Occupancy::V1::IsOccupiedRequest.new(channel: channel) }
-      invoke(:is_occupied, request, @timeout).occupied
+      raise ClosedError if @closed
+
+      Names.channel!(channel)
+      return cached_occupied?(channel) if @cached
+
+      stub # loads grpc and the generated classes
+      request = ::Occupancy::V1::IsOccupiedRequest.new(channel: channel, app_id: @app_id)
+      invoke(:is_occupied, request, @check_timeout).occupied
     rescue Error => e
-      raise if @on_error == :raise || e.invalid_argument? || @closed
+      raise unless @fail_open && e.outage?
 
       report(e)
       true
     end
 
     # Triggers +event+ on those of +channels+ that are occupied, in a single
-    # Pusher API call made by the gate, and makes no call at all when none is.
+    # Pusher API call made by the gate, and makes no call to Pusher when none
+    # is.
     #
-    # @param channels [Array<String>, String] 1 to 100 channel names (a single
-    #   name is accepted too); duplicates count as one.
+    # @param channels [Array<String>, String] 1 to 100 channel names
+    #   (duplicates count as one), checked before any call.
     # @param event [String] the Pusher event name, 1 to 200 characters.
-    # @param data [String] the payload, sent verbatim as the event's data
-    #   (usually JSON you encoded), at most 10240 bytes.
-    # @param socket_id [String, nil] a Pusher socket id (+"123.456"+) to
-    #   exclude from receiving the event, e.g. the browser that caused it.
-    # @return [PublishResult] which channels got the event and which were
-    #   skipped as vacant.
-    # @raise [Occupancy::Error] on any failure, whatever the failure policy:
-    #   +INVALID_ARGUMENT+ for bad arguments, +UNAVAILABLE+ (safe to retry),
-    #   +DEADLINE_EXCEEDED+ (delivery unknown), or Pusher's refusal.
+    # @param data [String] the payload, sent verbatim (at most 10240 bytes).
+    # @param socket_id [String, nil] a Pusher socket id to exclude.
+    # @return [PublishResult]
+    # @raise [Error] on any failure, whatever the failure policy.
     def publish_if_occupied(channels, event, data, socket_id: nil)
-      ensure_open!
-      channels = [channels] if channels.is_a?(String)
+      raise ClosedError if @closed
+
+      list = Names.channels!(channels)
+      Names.event!(event)
+      raise InvalidArgumentError, "data must be a String, got #{data.class}" unless data.is_a?(String)
+      unless socket_id.nil? || socket_id.is_a?(String)
+        raise InvalidArgumentError, "socket_id must be a String, got #{socket_id.class}"
+      end
+      stub # loads grpc and the generated classes
       request = build_request do
         ::Occupancy::V1::PublishIfOccupiedRequest.new(
-          channels: Array(channels),
-          event: event,
-          data: data,
-          socket_id: socket_id.to_s
+          channels: list, event: event, data: data, socket_id: socket_id.to_s, app_id: @app_id
         )
       end
       response = invoke(:publish_if_occupied, request, @publish_timeout)
       PublishResult.new(published: response.published.to_a, skipped: response.skipped.to_a)
     end
 
-    # Shuts the gRPC channel down. Calls made afterwards raise
-    # {Occupancy::Error} with code +CANCELLED+ (whatever the failure policy,
-    # since using a closed client is a bug). Safe to call more than once.
+    # Whether cached mode's local copy is current (always false without
+    # +cached: true+, and before the first {#occupied?}).
+    #
+    # @return [Boolean]
+    def synced?
+      watcher = @watcher
+      !watcher.nil? && @watcher_pid == Process.pid && watcher.synced?
+    end
+
+    # Ends cached mode's subscription and shuts the gRPC channel down. Every
+    # call afterwards raises {ClosedError}. Safe to call more than once.
     #
     # @return [void]
     def close
-      return if @closed
+      watcher, channel = @mutex.synchronize do
+        return if @closed
 
-      @closed = true
-      @channel.close
+        @closed = true
+        here = Process.pid
+        # Objects inherited from the parent belong to its gRPC runtime: drop
+        # them in a child, never touch them.
+        [(@watcher if @watcher_pid == here), (@channel if @stub_pid == here)]
+      end
+      if watcher
+        watcher.stop
+        GrpcRuntime.fork_state&.unregister(watcher)
+      end
+      begin
+        channel&.close
+      rescue StandardError
+        nil
+      end
       nil
     end
 
@@ -198,6 +227,14 @@ module Occupancy
 
     private
 
+    def resolve_target(target)
+      target = ENV.fetch(TARGET_ENV, nil) if target.nil?
+      return target if target.is_a?(String) && !target.empty?
+
+      raise ArgumentError,
+            "no gate address: pass a target (\"host:port\") or set #{TARGET_ENV}, got #{target.inspect}"
+    end
+
     def seconds(name, value)
       unless value.is_a?(Numeric) && value.to_f.finite? && value.positive?
         raise ArgumentError, "#{name} must be a positive number of seconds, got #{value.inspect}"
@@ -206,36 +243,158 @@ module Occupancy
       value.to_f
     end
 
-    def ensure_open!
-      raise Error.new(GRPC::Core::StatusCodes::CANCELLED, "the occupancy client is closed") if @closed
+    def hook(on_error)
+      if on_error.is_a?(Symbol)
+        raise ArgumentError, "on_error is the hook that sees swallowed errors (a callable); choose the " \
+                             "failure policy with fail_open: true or false"
+      end
+      raise ArgumentError, "on_error must respond to #call" unless on_error.nil? || on_error.respond_to?(:call)
+
+      on_error || RateLimitedWarning.new(logger: @logger)
+    end
+
+    def call_metadata(token, metadata)
+      raise ArgumentError, "metadata must be a Hash" unless metadata.is_a?(Hash)
+
+      result = {}
+      metadata.each do |key, value|
+        key = key.to_s
+        unless key.match?(METADATA_KEY) && !key.start_with?("grpc-")
+          raise ArgumentError, "metadata key #{key.inspect} must be lower-case [0-9a-z_.-] and not start with grpc-"
+        end
+        raise ArgumentError, "metadata value for #{key} must be a String" unless value.is_a?(String)
+
+        result[key] = value
+      end
+      unless token.nil?
+        raise ArgumentError, "token must be a non-empty String" unless token.is_a?(String) && !token.empty?
+
+        result["authorization"] = "Bearer #{token}"
+      end
+      result.freeze
+    end
+
+    def read_ca(ca_file)
+      return nil if ca_file.nil?
+
+      File.read(ca_file)
+    rescue SystemCallError, IOError => e
+      raise ArgumentError, "ca_file #{ca_file.inspect} cannot be read: #{e.message}"
+    end
+
+    def build_channel_args(keepalive, extra)
+      raise ArgumentError, "channel_args must be a Hash" unless extra.is_a?(Hash)
+
+      args = {
+        "grpc.max_reconnect_backoff_ms" => MAX_RECONNECT_BACKOFF_MS,
+        "grpc.primary_user_agent" => "occupancy-ruby/#{VERSION}"
+      }
+      unless keepalive.nil?
+        interval_ms = (seconds(:keepalive, keepalive) * 1000).round
+        args["grpc.keepalive_time_ms"] = interval_ms
+        args["grpc.keepalive_timeout_ms"] = [interval_ms, 20_000].min
+        args["grpc.keepalive_permit_without_calls"] = 1
+        args["grpc.http2.max_pings_without_data"] = 0
+      end
+      args.merge(extra.transform_keys(&:to_s)).freeze
+    end
+
+    # The stub of this process, built on first use (and again in a forked
+    # child, whose inherited channel belongs to the parent's gRPC runtime).
+    def stub
+      @mutex.synchronize do
+        raise ClosedError if @closed
+        return @stub if @stub && @stub_pid == Process.pid
+
+        fork_state = GrpcRuntime.load!
+        fork_state.use!
+        grpc_guard do
+          creds = credentials
+          @channel = ::GRPC::Core::Channel.new(@target, @channel_args, creds)
+          @stub = ::Occupancy::V1::Occupancy::Stub.new(@target, creds, channel_override: @channel)
+        end
+        @stub_pid = Process.pid
+        @stub
+      end
+    end
+
+    def credentials
+      return ::GRPC::Core::ChannelCredentials.new(@ca_pem) if @ca_pem
+      return ::GRPC::Core::ChannelCredentials.new if @tls
+
+      :this_channel_is_insecure
+    end
+
+    def cached_occupied?(channel)
+      watcher, fresh = current_watcher
+      watcher.wait_synced(@check_timeout) if fresh
+      synced, occupied, last_error = watcher.lookup(channel)
+      return occupied if synced
+      raise last_error if last_error && !last_error.outage? && !last_error.is_a?(ClosedError)
+
+      reason = last_error ? " (last stream error: #{last_error.message})" : ""
+      raise Error.new(Codes::UNAVAILABLE, "cached mode is not synchronised with the gate#{reason}")
+    end
+
+    # The watcher of this process, started on first use.
+    # @return [Array(Watcher, Boolean)] the watcher, and whether it is new
+    def current_watcher
+      stub
+      @mutex.synchronize do
+        raise ClosedError if @closed
+        return [@watcher, false] if @watcher && @watcher_pid == Process.pid
+
+        request = ::Occupancy::V1::WatchOccupancyRequest.new(app_id: @app_id)
+        @watcher = Watcher.new(
+          open_stream: -> { stub.watch_occupancy(request, metadata: @metadata, return_op: true) },
+          to_error: ->(e) { to_error(e) }
+        )
+        @watcher_pid = Process.pid
+        GrpcRuntime.fork_state.register(@watcher)
+        [@watcher.start, true]
+      end
     end
 
     # Builds a request, turning protobuf's complaints about argument types
-    # (an Integer channel, bytes that are not UTF-8...) into the same
-    # INVALID_ARGUMENT error the gate gives for a bad value.
+    # (bytes that are not UTF-8...) into INVALID_ARGUMENT.
     def build_request
       yield
     rescue TypeError, ArgumentError, RangeError, EncodingError => e
-      raise Error.new(GRPC::Core::StatusCodes::INVALID_ARGUMENT, e.message)
+      raise InvalidArgumentError, e.message
     end
 
     def invoke(method, request, timeout)
-      @stub.public_send(method, request, deadline: Time.now + timeout)
-    rescue GRPC::BadStatus => e
-      raise Error.new(e.code, e.details)
-    rescue GRPC::Core::CallError => e
-      raise Error.new(GRPC::Core::StatusCodes::INTERNAL, e.message)
-    rescue RuntimeError => e
-      # grpc raises a bare RuntimeError ("closed!") for a call racing #close.
-      raise unless @closed
+      grpc_guard { stub.public_send(method, request, deadline: Time.now + timeout, metadata: @metadata) }
+    end
 
-      raise Error.new(GRPC::Core::StatusCodes::CANCELLED, "the occupancy client is closed")
+    def grpc_guard
+      yield
+    rescue Error
+      raise
+    rescue StandardError => e
+      raise to_error(e)
+    end
+
+    # Maps whatever grpc raised to an {Occupancy::Error}.
+    def to_error(exception)
+      case exception
+      when Error then exception
+      when ::GRPC::BadStatus then Error.new(exception.code, exception.details)
+      when ::GRPC::Core::CallError then Error.new(Codes::INTERNAL, exception.message)
+      else
+        return ClosedError.new if @closed
+        if GrpcRuntime.fork_refusal?(exception)
+          return ForkError.new(GrpcRuntime.fork_state.fork_error_message(nil, Process.pid))
+        end
+
+        Error.new(Codes::UNKNOWN, "#{exception.class}: #{exception.message}")
+      end
     end
 
     def report(error)
-      @error_handler&.call(error)
+      @on_error.call(error)
     rescue StandardError => e
-      Kernel.warn("occupancy: error_handler raised #{e.class}: #{e.message}")
+      @logger.warn("occupancy: the on_error hook raised #{e.class}: #{e.message}")
     end
   end
 end
