@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from _support import REQUIRED_ENV, Env
+from _support import REQUIRED_ENV, Env, Forwarder
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +44,13 @@ def blackhole_addr() -> Iterator[str]:
         listener.listen(16)
         host, port = listener.getsockname()
         yield f"{host}:{port}"
+
+
+@pytest.fixture
+def forwarder(env: Env) -> Iterator[Forwarder]:
+    """A TCP forwarder to the real gate, closed until the test opens it."""
+    fwd = Forwarder(env.addr)
+    try:
+        yield fwd
+    finally:
+        fwd.close()

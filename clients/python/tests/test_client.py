@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import threading
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from occupancy_client import Client, OccupancyError, PublishResult
+from occupancy_client import Client, ClientClosedError, OccupancyError, PublishResult, _common
 
-from _support import Env, unique_channel
+from _support import Env, Forwarder, eventually, unique_channel
 
 
 @pytest.fixture
@@ -114,21 +116,93 @@ def test_publish_rejects_a_single_string_locally(client: Client) -> None:
         client.publish_if_occupied("jobs", "progress", "{}")
 
 
+def test_construction_touches_nothing_and_one_channel_is_reused(
+    env: Env, forwarder: Forwarder
+) -> None:
+    forwarder.open()
+    c = Client(forwarder.addr)
+    time.sleep(0.3)
+    assert forwarder.connections == 0, "constructing a client must not connect"
+    channel = unique_channel()
+    env.occupy(channel)
+    for _ in range(5):
+        assert c.is_occupied(channel) is True
+    c.publish_if_occupied([channel], "progress", "{}")
+    assert forwarder.connections == 1, "every call goes through one channel"
+    c.close()
+
+
+def test_target_defaults_to_occupancy_addr(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCCUPANCY_ADDR", env.addr)
+    channel = unique_channel()
+    env.occupy(channel)
+    with Client(fail_open=False) as c:
+        assert c.target == env.addr
+        assert c.is_occupied(channel) is True
+
+
+def test_no_target_and_no_occupancy_addr_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OCCUPANCY_ADDR", raising=False)
+    with pytest.raises(ValueError, match="OCCUPANCY_ADDR"):
+        Client()
+
+
+def test_largest_valid_names_are_accepted_by_the_gate(env: Env, client: Client) -> None:
+    longest = "x" * 148 + unique_channel("")[1:]
+    assert len(longest) == 164
+    every_allowed = "AZaz09_-=@,.;" + unique_channel("")
+    assert client.is_occupied(longest) is False
+    assert client.is_occupied(every_allowed) is False
+    channels = [unique_channel() for _ in range(100)]
+    result = client.publish_if_occupied(channels, "e" * 200, "{}")
+    assert result.skipped == tuple(channels)
+
+
+BAD_NAMES = ["", "bad channel!", "x" * 165, "caf\u00e9", "new\nline", "tab\t", "slash/"]
+
+
 @pytest.mark.parametrize("fail_open", [True, False])
-def test_bad_channel_name_raises_invalid_argument(env: Env, fail_open: bool) -> None:
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_channel_name_raises_locally_even_when_the_gate_is_down(
+    env: Env, fail_open: bool, name: str
+) -> None:
     seen: list[OccupancyError] = []
-    with Client(env.addr, fail_open=fail_open, on_error=seen.append) as c:
+    with Client(env.dead_addr, fail_open=fail_open, on_error=seen.append) as c:
+        started = time.monotonic()
         with pytest.raises(OccupancyError) as info:
-            c.is_occupied("bad channel!")
+            c.is_occupied(name)
+        assert time.monotonic() - started < 0.5, "no call, no connection attempt"
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
-    assert info.value.details
+    assert "channel name" in info.value.details
     assert info.value.method == "IsOccupied"
     assert seen == [], "INVALID_ARGUMENT is raised, never swallowed"
 
 
-def test_publish_with_bad_channel_name_raises_invalid_argument(client: Client) -> None:
+@pytest.mark.parametrize(
+    "channels, event",
+    [
+        ([], "progress"),
+        ([f"c{i}" for i in range(101)], "progress"),
+        (["ok", "bad channel!"], "progress"),
+        (["ok"], ""),
+        (["ok"], "e" * 201),
+    ],
+    ids=["no-channels", "101-channels", "bad-name", "empty-event", "long-event"],
+)
+def test_publish_is_checked_locally_even_when_the_gate_is_down(
+    env: Env, channels: list[str], event: str
+) -> None:
+    with Client(env.dead_addr) as c:
+        with pytest.raises(OccupancyError) as info:
+            c.publish_if_occupied(channels, event, "{}")
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.method == "PublishIfOccupied"
+
+
+def test_publish_rejected_by_the_gate_raises_its_status(client: Client) -> None:
+    # Larger than the gate's 10240-byte data limit: not checked locally.
     with pytest.raises(OccupancyError) as info:
-        client.publish_if_occupied([unique_channel(), "bad channel!"], "progress", "{}")
+        client.publish_if_occupied([unique_channel()], "progress", "x" * 10241)
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.method == "PublishIfOccupied"
 
@@ -137,16 +211,61 @@ def test_fail_open_answers_true_when_gate_is_down_and_reports_it(env: Env) -> No
     seen: list[OccupancyError] = []
     with Client(env.dead_addr, on_error=seen.append) as c:
         assert c.is_occupied(unique_channel()) is True
-    assert len(seen) == 1
-    assert seen[0].code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert c.is_occupied(unique_channel()) is True
+    assert len(seen) == 2, "a caller's hook sees every swallowed error"
+    assert seen[0].code is grpc.StatusCode.UNAVAILABLE
     assert isinstance(seen[0].__cause__, grpc.RpcError)
 
 
-def test_fail_open_without_hook_logs_a_warning(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="occupancy_client")
-    with Client(env.dead_addr) as c:
+def test_fail_open_on_a_dropped_connection(env: Env, forwarder: Forwarder) -> None:
+    seen: list[OccupancyError] = []
+    forwarder.open()
+    with Client(forwarder.addr, on_error=seen.append) as c:
+        assert c.is_occupied(unique_channel()) is False
+        forwarder.close()  # the connection drops, and nothing listens any more
         assert c.is_occupied(unique_channel()) is True
-    assert any("assuming the channel is occupied" in r.getMessage() for r in caplog.records)
+    assert [e.code for e in seen] == [grpc.StatusCode.UNAVAILABLE]
+
+
+def test_fail_open_answers_true_for_resource_exhausted(env: Env) -> None:
+    # gRPC itself answers RESOURCE_EXHAUSTED when a response exceeds the
+    # receive limit: the real gate's 2-byte "occupied" answer exceeds 1 byte.
+    channel = unique_channel()
+    env.occupy(channel)
+    seen: list[OccupancyError] = []
+    tiny = [("grpc.max_receive_message_length", 1)]
+    with Client(env.addr, options=tiny, on_error=seen.append) as c:
+        assert c.is_occupied(channel) is True
+    assert [e.code for e in seen] == [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    with Client(env.addr, options=tiny, fail_open=False) as c:
+        with pytest.raises(OccupancyError) as info:
+            c.is_occupied(channel)
+    assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_default_hook_warns_at_most_once_per_30_seconds(
+    env: Env, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING, logger="occupancy_client")
+    now = [1000.0]
+    monkeypatch.setattr(_common, "monotonic", lambda: now[0])
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "occupancy_client"]
+
+    with Client(env.dead_addr) as c:
+        for _ in range(5):
+            assert c.is_occupied(unique_channel()) is True
+        assert len(warnings()) == 1, warnings()
+        assert "assuming the channel is occupied" in warnings()[0]
+        assert "UNAVAILABLE" in warnings()[0]
+        now[0] += 29.0
+        assert c.is_occupied(unique_channel()) is True
+        assert len(warnings()) == 1, warnings()
+        now[0] += 1.5
+        assert c.is_occupied(unique_channel()) is True
+        assert len(warnings()) == 2, warnings()
+        assert "5 more swallowed since the last warning" in warnings()[1]
 
 
 def test_fail_open_survives_a_broken_hook(env: Env, caplog: pytest.LogCaptureFixture) -> None:
@@ -159,10 +278,12 @@ def test_fail_open_survives_a_broken_hook(env: Env, caplog: pytest.LogCaptureFix
 
 
 def test_raise_mode_raises_unavailable_when_gate_is_down(env: Env) -> None:
-    with Client(env.dead_addr, fail_open=False) as c:
+    seen: list[OccupancyError] = []
+    with Client(env.dead_addr, fail_open=False, on_error=seen.append) as c:
         with pytest.raises(OccupancyError) as info:
             c.is_occupied(unique_channel())
-    assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE
+    assert seen == []
 
 
 def test_publish_raises_when_gate_is_down_even_failing_open(env: Env) -> None:
@@ -170,20 +291,32 @@ def test_publish_raises_when_gate_is_down_even_failing_open(env: Env) -> None:
     with Client(env.dead_addr, fail_open=True, on_error=seen.append) as c:
         with pytest.raises(OccupancyError) as info:
             c.publish_if_occupied([unique_channel()], "progress", "{}")
-    assert info.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE
     assert seen == []
 
 
 def test_deadline_applies_to_the_check(blackhole_addr: str) -> None:
     seen: list[OccupancyError] = []
-    with Client(blackhole_addr, timeout=0.2, on_error=seen.append) as c:
+    with Client(blackhole_addr, check_timeout=0.2, on_error=seen.append) as c:
+        started = time.monotonic()
         assert c.is_occupied(unique_channel()) is True
+        assert time.monotonic() - started < 1.0
     assert [e.code for e in seen] == [grpc.StatusCode.DEADLINE_EXCEEDED]
 
-    with Client(blackhole_addr, timeout=0.2, fail_open=False) as c:
+    with Client(blackhole_addr, check_timeout=0.2, fail_open=False) as c:
         with pytest.raises(OccupancyError) as info:
             c.is_occupied(unique_channel())
     assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_default_check_deadline_is_one_second(blackhole_addr: str) -> None:
+    with Client(blackhole_addr, fail_open=False) as c:
+        started = time.monotonic()
+        with pytest.raises(OccupancyError) as info:
+            c.is_occupied(unique_channel())
+        elapsed = time.monotonic() - started
+    assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.9 <= elapsed < 2.0, elapsed
 
 
 def test_deadline_applies_to_publish(blackhole_addr: str) -> None:
@@ -193,20 +326,78 @@ def test_deadline_applies_to_publish(blackhole_addr: str) -> None:
     assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def test_closed_client_refuses_calls(env: Env) -> None:
+def test_reconnect_backoff_is_capped_at_two_seconds(env: Env, forwarder: Forwarder) -> None:
+    # Down for 10 s: with gRPC's default backoff (1 s growing 1.6x to 120 s)
+    # the next attempt would come about 6 s after the gate is back; capped at
+    # 2 s (+20% jitter) it comes within 2.4 s.
+    with Client(forwarder.addr, fail_open=False) as c:
+        down_until = time.monotonic() + 10
+        while time.monotonic() < down_until:
+            with pytest.raises(OccupancyError):
+                c.is_occupied(unique_channel())
+            time.sleep(0.1)
+        forwarder.open()
+        back = time.monotonic()
+
+        def answers() -> bool:
+            try:
+                return c.is_occupied(unique_channel()) is False
+            except OccupancyError:
+                return False
+
+        assert eventually(answers, timeout=10, interval=0.05)
+        assert time.monotonic() - back < 3.2, time.monotonic() - back
+
+
+def test_closed_client_raises_the_closed_error_for_every_call(env: Env) -> None:
     c = Client(env.addr)
+    assert c.is_occupied(unique_channel()) is False
     c.close()
     c.close()  # idempotent
-    with pytest.raises(ValueError, match="closed"):
+    for call in (
+        lambda: c.is_occupied(unique_channel()),
+        lambda: c.is_occupied("bad channel!"),
+        lambda: c.publish_if_occupied([unique_channel()], "progress", "{}"),
+    ):
+        with pytest.raises(ClientClosedError, match="closed") as info:
+            call()
+        assert isinstance(info.value, OccupancyError)
+        assert isinstance(info.value, ValueError)
+        assert info.value.code is grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_closed_before_first_use_and_in_raise_mode(env: Env) -> None:
+    c = Client(env.dead_addr, fail_open=False)
+    c.close()
+    with pytest.raises(ClientClosedError):
         c.is_occupied(unique_channel())
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
-def test_rejects_non_positive_timeouts(bad: float) -> None:
+def test_one_client_is_shared_by_threads(env: Env, client: Client) -> None:
+    channels = [unique_channel("thr") for _ in range(16)]
+    for channel in channels[::2]:
+        env.occupy(channel)
+    results: dict[str, bool] = {}
+
+    def check(channel: str) -> None:
+        results[channel] = client.is_occupied(channel)
+
+    threads = [threading.Thread(target=check, args=(c,)) for c in channels]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[c] for c in channels] == [i % 2 == 0 for i in range(len(channels))]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_rejects_bad_timeouts(bad: float) -> None:
     with pytest.raises(ValueError):
-        Client("127.0.0.1:1", timeout=bad)
+        Client("127.0.0.1:1", check_timeout=bad)
     with pytest.raises(ValueError):
         Client("127.0.0.1:1", publish_timeout=bad)
+    with pytest.raises(ValueError):
+        Client("127.0.0.1:1", keepalive=bad)
 
 
 def test_error_keeps_its_fields_through_pickle() -> None:
@@ -214,3 +405,5 @@ def test_error_keeps_its_fields_through_pickle() -> None:
     copy = pickle.loads(pickle.dumps(err))
     assert (copy.code, copy.details, copy.method) == (err.code, err.details, err.method)
     assert str(copy) == "IsOccupied failed: UNAVAILABLE: store down"
+    closed = pickle.loads(pickle.dumps(ClientClosedError(method="IsOccupied")))
+    assert isinstance(closed, ClientClosedError)

@@ -10,13 +10,14 @@ it, and publish through the gate so vacant channels cost nothing::
             gate.publish_if_occupied(["private-job-42"], "progress", '{"pct": 40}')
 
 :class:`Client` blocks; :class:`occupancy_client.aio.Client` is the asyncio
-twin. Both raise :class:`OccupancyError` and return :class:`PublishResult`.
+twin; :mod:`occupancy_client.testing` has in-memory fakes of both. They raise
+:class:`OccupancyError` and return :class:`PublishResult`.
 """
 
 from ._client import Client
 from ._common import PublishResult
-from ._errors import ErrorHook, OccupancyError
+from ._errors import ClientClosedError, ErrorHook, OccupancyError
 
-__all__ = ["Client", "ErrorHook", "OccupancyError", "PublishResult"]
+__all__ = ["Client", "ClientClosedError", "ErrorHook", "OccupancyError", "PublishResult"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,4 +1,4 @@
-"""The single error type raised by both the blocking and the asyncio client."""
+"""The error types raised by the blocking client, the asyncio client and the fake."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from typing import Callable
 
 import grpc
 
-__all__ = ["OccupancyError", "ErrorHook"]
+__all__ = ["ClientClosedError", "ErrorHook", "OccupancyError"]
 
 
 class OccupancyError(Exception):
-    """A call to the occupancy gate failed.
+    """A call to the occupancy gate failed, or was refused before it was made.
 
     Carries the gRPC status so callers can decide what to do without parsing
     messages: ``UNAVAILABLE`` is safe to retry, ``INVALID_ARGUMENT`` is a bug in
@@ -18,15 +18,14 @@ class OccupancyError(Exception):
     not have reached Pusher. See the status table in ``occupancy.proto``.
 
     Attributes:
-        code: The gRPC status code, as reported by the gate or produced locally
-            by gRPC (``UNAVAILABLE`` when nothing listens, ``DEADLINE_EXCEEDED``
-            when the deadline passed).
-        details: The human-readable message accompanying the status; the gate
-            always names the cause (for instance the field that failed
-            validation).
-        method: The RPC that failed (``"IsOccupied"`` or
-            ``"PublishIfOccupied"``), so a shared error hook or log line can
-            tell the two apart.
+        code: The gRPC status code: as reported by the gate, produced by gRPC
+            itself (``UNAVAILABLE`` when nothing listens, ``DEADLINE_EXCEEDED``
+            when the deadline passed), or produced by the client before any
+            call (``INVALID_ARGUMENT`` for a malformed channel name).
+        details: The human-readable message; it always names the cause.
+        method: The RPC concerned (``"IsOccupied"``, ``"PublishIfOccupied"``
+            or ``"WatchOccupancy"``), so a shared hook or log line can tell
+            them apart.
     """
 
     code: grpc.StatusCode
@@ -60,7 +59,25 @@ class OccupancyError(Exception):
             code = grpc.StatusCode.UNKNOWN
         if not details:
             details = str(error) or code.name
-        return cls(code, str(details), method)
+        err = cls(code, str(details), method)
+        err.__cause__ = error
+        return err
+
+
+class ClientClosedError(OccupancyError, ValueError):
+    """A call was made on a client after ``close()``.
+
+    Its code is ``FAILED_PRECONDITION``. It is also a ``ValueError``, like an
+    operation on a closed file, and it is raised whatever the failure policy.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION,
+        details: str = "the occupancy client is closed",
+        method: str = "",
+    ) -> None:
+        super().__init__(code, details, method)
 
 
 ErrorHook = Callable[[OccupancyError], None]

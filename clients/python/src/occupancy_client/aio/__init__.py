@@ -1,7 +1,7 @@
 """The asyncio client, built on ``grpc.aio``.
 
-Same behaviour and failure policy as :class:`occupancy_client.Client`, with
-coroutines instead of blocking calls::
+Same options, behaviour and failure policy as :class:`occupancy_client.Client`,
+with coroutines instead of blocking calls::
 
     async with occupancy_client.aio.Client("gate:50051") as gate:
         if await gate.is_occupied("private-job-42"):
@@ -10,90 +10,112 @@ coroutines instead of blocking calls::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import os
+from collections.abc import Iterable, Iterator
 from types import TracebackType
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from .. import _common
-from .._common import ChannelOptions, PublishResult
-from .._errors import ErrorHook, OccupancyError
+from .._common import ChannelOptions, Metadata, PublishResult, WatchState
+from .._errors import ClientClosedError, ErrorHook, OccupancyError
 from .._generated.occupancy.v1 import occupancy_pb2, occupancy_pb2_grpc
 
 __all__ = ["Client"]
+
+_SYNCED = occupancy_pb2.WatchOccupancyResponse.Kind.KIND_SYNCED
 
 
 class Client:
     """Asyncio client for the occupancy gate.
 
-    Holds one ``grpc.aio`` channel for its whole life. A ``grpc.aio`` channel
-    belongs to the event loop it was created in, so construct the client inside
-    a running loop (in a coroutine, or with ``async with``) and use it only
-    from that loop. Close it with :meth:`close` or ``async with``.
+    Construction touches neither the network nor gRPC, so the client may be
+    built outside a running loop. The ``grpc.aio`` channel opens on first use,
+    in the running loop, and is reused for every call from that loop. A
+    ``grpc.aio`` channel belongs to its loop: a call from another loop (a
+    second ``asyncio.run``) or from a forked child opens a new channel there
+    and abandons the old one. Cached mode's subscription is a task in the
+    loop of the first call.
 
-    Args:
-        target: ``host:port`` of the gate.
-        timeout: Deadline in seconds for :meth:`is_occupied`.
-        publish_timeout: Deadline in seconds for :meth:`publish_if_occupied`;
-            longer than the gate's own Pusher HTTP timeout.
-        fail_open: When True (the default), :meth:`is_occupied` answers True
-            if the gate is unreachable or answers an error; when False it
-            raises. ``INVALID_ARGUMENT`` raises in both modes.
-        on_error: A plain (non-async) callable given every error swallowed by
-            fail-open; it runs inside the event loop, so keep it quick. Without
-            it, swallowed errors are logged as warnings on the
-            ``occupancy_client`` logger.
-        credentials: Channel credentials for TLS, or None for plaintext.
-        options: Extra gRPC channel arguments, applied over the library's
-            defaults (which shorten the reconnect backoff to at most 5 s).
+    Takes the same keyword arguments as :class:`occupancy_client.Client`;
+    ``on_error`` must be a plain (non-async) callable and runs inside the loop.
     """
 
     def __init__(
         self,
-        target: str,
+        target: str | None = None,
         *,
-        timeout: float = _common.DEFAULT_TIMEOUT,
+        token: str | None = None,
+        tls: bool = False,
+        ca_file: str | os.PathLike[str] | None = None,
+        metadata: Metadata | None = None,
+        keepalive: float | None = None,
+        app_id: str = "",
+        check_timeout: float = _common.DEFAULT_CHECK_TIMEOUT,
         publish_timeout: float = _common.DEFAULT_PUBLISH_TIMEOUT,
         fail_open: bool = True,
         on_error: ErrorHook | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
+        cached: bool = False,
         options: ChannelOptions | None = None,
     ) -> None:
-        self._timeout = _common.check_timeout("timeout", timeout)
-        self._publish_timeout = _common.check_timeout("publish_timeout", publish_timeout)
-        self._fail_open = bool(fail_open)
-        self._on_error = on_error
-        channel_args = _common.channel_options(options)
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=channel_args)
-        else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=channel_args)
-        # The generated stub is untyped; responses are annotated at each call.
-        self._stub = occupancy_pb2_grpc.OccupancyStub(self._channel)  # type: ignore[no-untyped-call]
+        self._settings = _common.settings(
+            target,
+            token=token,
+            tls=tls,
+            ca_file=ca_file,
+            metadata=metadata,
+            keepalive=keepalive,
+            app_id=app_id,
+            check_timeout=check_timeout,
+            publish_timeout=publish_timeout,
+            fail_open=fail_open,
+            cached=cached,
+            options=options,
+        )
+        self._hook: ErrorHook = on_error if on_error is not None else _common.WarnAtMostEvery()
         self._closed = False
+        self._pid: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inherited = False
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+        self._state = WatchState()
+        self._synced_event: asyncio.Event | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+
+    @property
+    def target(self) -> str:
+        """The gate's address."""
+        return self._settings.target
 
     async def is_occupied(self, channel: str) -> bool:
         """Whether anyone is subscribed to ``channel`` right now.
 
-        Returns True also when the gate could not answer and the client fails
-        open.
-
-        Raises:
-            OccupancyError: With ``INVALID_ARGUMENT`` when the gate rejects the
-                channel name (always); with any other status only when the
-                client was built with ``fail_open=False``.
-            ValueError: The client is closed.
+        Same answers and errors as :meth:`occupancy_client.Client.is_occupied`.
         """
-        request = _common.is_occupied_request(channel)
-        self._ensure_open()
+        stub = self._open("IsOccupied")
+        request = _common.is_occupied_request(channel, self._settings.app_id)
+        if self._settings.cached:
+            state = self._state
+            if not state.settled.is_set() and self._synced_event is not None:
+                try:
+                    await asyncio.wait_for(
+                        self._synced_event.wait(), self._settings.check_timeout
+                    )
+                except asyncio.TimeoutError:
+                    pass
+            return state.answer(channel, fail_open=self._settings.fail_open, hook=self._hook)
         try:
-            response: occupancy_pb2.IsOccupiedResponse = await self._stub.IsOccupied(
-                request, timeout=self._timeout
+            response: occupancy_pb2.IsOccupiedResponse = await stub.IsOccupied(
+                request, timeout=self._settings.check_timeout, metadata=self._settings.metadata
             )
         except grpc.RpcError as error:
+            err = OccupancyError._from_rpc_error("IsOccupied", error)
             return _common.occupied_or_raise(
-                error, fail_open=self._fail_open, on_error=self._on_error
+                err, fail_open=self._settings.fail_open, hook=self._hook
             )
         return bool(response.occupied)
 
@@ -106,31 +128,50 @@ class Client:
     ) -> PublishResult:
         """Triggers ``event`` with ``data`` on those ``channels`` that are occupied.
 
-        One Pusher API call for all occupied channels, none when all are
-        vacant.
-
-        Raises:
-            OccupancyError: On any failure, whatever the failure policy. With
-                ``DEADLINE_EXCEEDED`` the event may still have been delivered.
-            TypeError: ``channels`` is a single string, or an argument has the
-                wrong type.
-            ValueError: The client is closed.
+        Same arguments, answers and errors as
+        :meth:`occupancy_client.Client.publish_if_occupied`.
         """
-        request = _common.publish_request(channels, event, data, socket_id)
-        self._ensure_open()
+        stub = self._open("PublishIfOccupied")
+        request = _common.publish_request(channels, event, data, socket_id, self._settings.app_id)
         try:
-            response: occupancy_pb2.PublishIfOccupiedResponse = await self._stub.PublishIfOccupied(
-                request, timeout=self._publish_timeout
+            response: occupancy_pb2.PublishIfOccupiedResponse = await stub.PublishIfOccupied(
+                request, timeout=self._settings.publish_timeout, metadata=self._settings.metadata
             )
         except grpc.RpcError as error:
             raise OccupancyError._from_rpc_error("PublishIfOccupied", error) from error
         return _common.publish_result(response)
 
+    async def wait_synced(self, timeout: float) -> bool:
+        """Cached mode: starts the subscription if needed and waits until the
+        local copy is current; returns whether it is after at most ``timeout`` s."""
+        if not self._settings.cached:
+            raise ValueError("wait_synced() needs a client built with cached=True")
+        self._open("WatchOccupancy")
+        deadline = _common.monotonic() + timeout
+        while not self._state.synced:
+            if _common.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def close(self) -> None:
-        """Closes the gRPC channel, cancelling calls in flight. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            await self._channel.close()
+        """Closes the channel and ends cached mode's subscription. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        task, channel = self._watch_task, self._channel
+        self._watch_task = self._channel = self._stub = None
+        same_loop = self._loop is _running_loop() and self._pid == os.getpid()
+        if not same_loop:
+            return  # the channel belongs to another loop or process: abandon it
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if channel is not None:
+            await channel.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -143,6 +184,88 @@ class Client:
     ) -> None:
         await self.close()
 
-    def _ensure_open(self) -> None:
+    def _open(self, method: str) -> Any:
         if self._closed:
-            raise ValueError("occupancy client is closed")
+            raise ClientClosedError(method=method)
+        loop = asyncio.get_running_loop()
+        pid = os.getpid()
+        if self._stub is not None and self._loop is loop and self._pid == pid:
+            return self._stub
+        if self._pid is not None and self._pid != pid:
+            self._inherited = self._inherited or self._channel is not None
+            if isinstance(self._hook, _common.WarnAtMostEvery):
+                self._hook._after_fork()
+        if self._inherited and _common.fork_support_disabled():
+            raise _common.fork_error(method)
+        if self._channel is not None:
+            # Another loop or process opened it; it cannot be used (or safely
+            # closed) from here.
+            _common.abandoned.append(self._channel)
+            if self._watch_task is not None:
+                _common.abandoned.append(self._watch_task)
+        s = self._settings
+        if s.tls:
+            channel = grpc.aio.secure_channel(
+                s.target, s.credentials(), options=list(s.channel_args)
+            )
+        else:
+            channel = grpc.aio.insecure_channel(s.target, options=list(s.channel_args))
+        self._channel = channel
+        self._stub = occupancy_pb2_grpc.OccupancyStub(channel)  # type: ignore[no-untyped-call]
+        self._loop, self._pid = loop, pid
+        self._watch_task = None
+        if s.cached:
+            self._state = WatchState()
+            self._synced_event = asyncio.Event()
+            self._watch_task = loop.create_task(
+                _watch(
+                    self._stub,
+                    _common.watch_request(s.app_id),
+                    s.metadata,
+                    self._state,
+                    self._synced_event,
+                ),
+                name="occupancy-watch",
+            )
+        return self._stub
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _watch(
+    stub: Any,
+    request: occupancy_pb2.WatchOccupancyRequest,
+    metadata: tuple[tuple[str, Any], ...],
+    state: WatchState,
+    settled: asyncio.Event,
+) -> None:
+    """Cached mode's subscription, until cancelled by ``close()``."""
+    delays: Iterator[float] = _common.backoff_delays()
+    while True:
+        try:
+            call = stub.WatchOccupancy(request, metadata=metadata)
+            async for message in call:
+                state.apply(message)
+                if message.kind == _SYNCED:
+                    settled.set()
+                    delays = _common.backoff_delays()
+            err = OccupancyError(
+                grpc.StatusCode.UNAVAILABLE, "the gate ended the stream", "WatchOccupancy"
+            )
+        except grpc.RpcError as error:
+            err = OccupancyError._from_rpc_error("WatchOccupancy", error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the task must keep going
+            _common.logger.exception("occupancy_client watch task failed; resubscribing")
+            err = OccupancyError(grpc.StatusCode.UNKNOWN, repr(error), "WatchOccupancy")
+        state.broken(err)
+        settled.set()
+        delay = next(delays)
+        _common.logger.debug("occupancy watch stream broke (%s); resubscribing in %.1fs", err, delay)
+        await asyncio.sleep(delay)
