@@ -1,34 +1,21 @@
-// Runs against the real occupancy gate started by `cargo test --test clients -- node`.
+// The client against the real gate: answers, publishes, local checks, close,
+// construction. Run by `cargo test --test clients -- node`.
 import assert from "node:assert/strict";
-import { createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 
-import { OccupancyClient, OccupancyError, status } from "../src/index";
-import { loadEnv, sendWebhook, stubCallsFor, uniqueChannel, type Env } from "./helpers";
+import {
+  DEFAULT_CHANNEL_OPTIONS,
+  DEFAULT_CHECK_TIMEOUT_MS,
+  DEFAULT_PUBLISH_TIMEOUT_MS,
+  OccupancyClient,
+  OccupancyClosedError,
+  OccupancyError,
+  status,
+} from "@occupancy/client";
 
-const loaded = loadEnv();
+import { TapProxy, FRAME, rejectsWith, sendWebhook, sleep, stubCallsFor, uniqueChannel, withEnv } from "./helpers";
 
-if (loaded instanceof Error) {
-  // Fail, never skip: a suite that silently does nothing hides a broken harness.
-  it("has the harness environment", () => {
-    throw loaded;
-  });
-} else {
-  defineSuite(loaded);
-}
-
-function assertOccupancyError(err: unknown, codes: readonly status[]): OccupancyError {
-  assert.ok(err instanceof OccupancyError, `expected OccupancyError, got ${String(err)}`);
-  assert.ok(
-    codes.includes(err.code),
-    `expected code in [${codes.map((c) => status[c]).join(", ")}], got ${status[err.code]} (${err.details})`,
-  );
-  assert.equal(typeof err.details, "string");
-  assert.ok(err.details.length > 0, "details must carry the cause");
-  return err;
-}
-
-function defineSuite(env: Env): void {
+withEnv((env) => {
   describe("against the live gate", () => {
     let client: OccupancyClient;
 
@@ -46,6 +33,15 @@ function defineSuite(env: Env): void {
       assert.equal(await client.isOccupied(channel), true);
       await sendWebhook(env, "channel_vacated", channel);
       assert.equal(await client.isOccupied(channel), false);
+    });
+
+    it("accepts every character of the channel name rule, and 164 characters", async () => {
+      const channel = `${uniqueChannel("private-n")}_-=@,.;`;
+      await sendWebhook(env, "channel_occupied", channel);
+      assert.equal(await client.isOccupied(channel), true);
+      const longest = uniqueChannel("x").padEnd(164, "y");
+      assert.equal(longest.length, 164);
+      assert.equal(await client.isOccupied(longest), false);
     });
 
     it("answers many concurrent checks over the one shared channel", async () => {
@@ -66,7 +62,13 @@ function defineSuite(env: Env): void {
 
       const result = await client.publishIfOccupied([channel], "progress", data);
 
-      assert.deepEqual(result, { published: [channel], skipped: [] });
+      assert.deepEqual(result, {
+        published: [channel],
+        skipped: [],
+        deferred: [],
+        superseded: 0,
+        storeUnavailable: false,
+      });
       const calls = await stubCallsFor(env, [channel]);
       assert.equal(calls.length, 1, `calls: ${JSON.stringify(calls)}`);
       const [call] = calls;
@@ -85,7 +87,7 @@ function defineSuite(env: Env): void {
 
       const result = await client.publishIfOccupied([channel], "progress", '{"p":1}', { socketId: "123.456" });
 
-      assert.deepEqual(result, { published: [channel], skipped: [] });
+      assert.deepEqual(result.published, [channel]);
       const calls = await stubCallsFor(env, [channel]);
       assert.equal(calls.length, 1, `calls: ${JSON.stringify(calls)}`);
       assert.equal(calls[0]!.signature_valid, true);
@@ -97,7 +99,8 @@ function defineSuite(env: Env): void {
 
       const result = await client.publishIfOccupied([channel], "progress", "{}");
 
-      assert.deepEqual(result, { published: [], skipped: [channel] });
+      assert.deepEqual(result.published, []);
+      assert.deepEqual(result.skipped, [channel]);
       assert.deepEqual(await stubCallsFor(env, [channel]), []);
     });
 
@@ -108,9 +111,10 @@ function defineSuite(env: Env): void {
       await sendWebhook(env, "channel_occupied", first);
       await sendWebhook(env, "channel_occupied", last);
 
-      const result = await client.publishIfOccupied([first, vacant, last], "mixed", '{"n":3}');
+      const result = await client.publishIfOccupied([first, vacant, last, first], "mixed", '{"n":3}');
 
-      assert.deepEqual(result, { published: [first, last], skipped: [vacant] });
+      assert.deepEqual(result.published, [first, last]);
+      assert.deepEqual(result.skipped, [vacant]);
       const calls = await stubCallsFor(env, [first, vacant, last]);
       assert.equal(calls.length, 1, `calls: ${JSON.stringify(calls)}`);
       assert.equal(calls[0]!.signature_valid, true);
@@ -118,198 +122,187 @@ function defineSuite(env: Env): void {
       assert.equal(calls[0]!.body.data, '{"n":3}');
       assert.deepEqual(calls[0]!.body.channels, [first, last]);
     });
-
-    it("rejects a bad channel name with INVALID_ARGUMENT even when failing open", async () => {
-      const seen: OccupancyError[] = [];
-      const failOpen = new OccupancyClient(env.OCCUPANCY_ADDR, { failOpen: true, onError: (e) => seen.push(e) });
-      const raising = new OccupancyClient(env.OCCUPANCY_ADDR, { failOpen: false });
-      try {
-        await assert.rejects(failOpen.isOccupied("bad channel!"), (err) => {
-          assertOccupancyError(err, [status.INVALID_ARGUMENT]);
-          return true;
-        });
-        await assert.rejects(raising.isOccupied("bad channel!"), (err) => {
-          assertOccupancyError(err, [status.INVALID_ARGUMENT]);
-          return true;
-        });
-        assert.deepEqual(seen, [], "INVALID_ARGUMENT is thrown, not handed to onError");
-      } finally {
-        failOpen.close();
-        raising.close();
-      }
-    });
-
-    it("rejects a publish with a bad channel name with INVALID_ARGUMENT and calls nobody", async () => {
-      const good = uniqueChannel();
-      await sendWebhook(env, "channel_occupied", good);
-      await assert.rejects(client.publishIfOccupied([good, "bad channel!"], "progress", "{}"), (err) => {
-        assertOccupancyError(err, [status.INVALID_ARGUMENT]);
-        return true;
-      });
-      assert.deepEqual(await stubCallsFor(env, [good]), []);
-    });
-
-    it("rejects wrongly typed arguments locally with INVALID_ARGUMENT even when failing open", async () => {
-      await assert.rejects(client.isOccupied(42 as unknown as string), (err) => {
-        assertOccupancyError(err, [status.INVALID_ARGUMENT]);
-        return true;
-      });
-      await assert.rejects(client.publishIfOccupied("ch" as unknown as string[], "e", "{}"), (err) => {
-        assertOccupancyError(err, [status.INVALID_ARGUMENT]);
-        return true;
-      });
-      await assert.rejects(client.publishIfOccupied(["ch"], "e", { a: 1 } as unknown as string), (err) => {
-        assertOccupancyError(err, [status.INVALID_ARGUMENT]);
-        return true;
-      });
-    });
-
-    it("rejects every call with CANCELLED once closed, even when failing open", async () => {
-      const closing = new OccupancyClient(env.OCCUPANCY_ADDR);
-      assert.equal(await closing.isOccupied(uniqueChannel()), false);
-      closing.close();
-      closing.close(); // idempotent
-      await assert.rejects(closing.isOccupied(uniqueChannel()), (err) => {
-        assertOccupancyError(err, [status.CANCELLED]);
-        return true;
-      });
-      await assert.rejects(closing.publishIfOccupied([uniqueChannel()], "e", "{}"), (err) => {
-        assertOccupancyError(err, [status.CANCELLED]);
-        return true;
-      });
-    });
   });
 
-  describe("with the gate stopped", () => {
-    const unreachable = [status.UNAVAILABLE, status.DEADLINE_EXCEEDED];
+  describe("local checks, before any call", () => {
+    // Against the stopped gate: a bad argument must raise (never fail open to
+    // "occupied") although the gate is down, so the check cannot be the gate's.
+    const badNames: unknown[] = [
+      "",
+      "bad channel!",
+      "a".repeat(165),
+      "naïve",
+      "tab\there",
+      "slash/no",
+      42,
+      undefined,
+      null,
+    ];
 
-    it("fails open: answers occupied and hands the error to onError", async () => {
-      const seen: OccupancyError[] = [];
-      const client = new OccupancyClient(env.OCCUPANCY_DEAD_ADDR, { onError: (e) => seen.push(e) });
-      try {
-        assert.equal(await client.isOccupied(uniqueChannel()), true);
-        assert.equal(seen.length, 1);
-        assertOccupancyError(seen[0], unreachable);
-      } finally {
-        client.close();
-      }
-    });
-
-    it("fails open even when the onError hook throws", async () => {
-      const client = new OccupancyClient(env.OCCUPANCY_DEAD_ADDR, {
-        onError: () => {
-          throw new Error("broken hook");
-        },
-      });
-      try {
-        assert.equal(await client.isOccupied(uniqueChannel()), true);
-      } finally {
-        client.close();
-      }
-    });
-
-    it("raises UNAVAILABLE or DEADLINE_EXCEEDED when not failing open", async () => {
-      const seen: OccupancyError[] = [];
-      const client = new OccupancyClient(env.OCCUPANCY_DEAD_ADDR, { failOpen: false, onError: (e) => seen.push(e) });
-      try {
-        await assert.rejects(client.isOccupied(uniqueChannel()), (err) => {
-          assertOccupancyError(err, unreachable);
-          return true;
-        });
-        assert.deepEqual(seen, [], "a thrown error is not also reported to onError");
-      } finally {
-        client.close();
-      }
-    });
-
-    it("always raises on publish, whatever the failure policy", async () => {
+    it("rejects malformed channel names with INVALID_ARGUMENT while the gate is down, for both policies", async () => {
       for (const failOpen of [true, false]) {
-        const client = new OccupancyClient(env.OCCUPANCY_DEAD_ADDR, { failOpen });
+        const seen: OccupancyError[] = [];
+        const client = new OccupancyClient(env.OCCUPANCY_DEAD_ADDR, { failOpen, onError: (e) => seen.push(e) });
         try {
-          await assert.rejects(client.publishIfOccupied([uniqueChannel()], "progress", "{}"), (err) => {
-            assertOccupancyError(err, unreachable);
-            return true;
-          });
+          for (const name of badNames) {
+            const err = await rejectsWith(client.isOccupied(name as string), [status.INVALID_ARGUMENT]);
+            assert.match(err.details, /channel/);
+          }
+          assert.deepEqual(seen, [], "an invalid argument is thrown, never handed to onError");
         } finally {
           client.close();
         }
       }
     });
+
+    it("checks publishes: 1 to 100 valid channels, an event of 1 to 200 characters, string data", async () => {
+      const client = new OccupancyClient(env.OCCUPANCY_DEAD_ADDR);
+      const ok = uniqueChannel();
+      try {
+        const cases: Array<[unknown, unknown, unknown, RegExp]> = [
+          [[], "e", "{}", /1 to 100/],
+          [Array.from({ length: 101 }, (_, i) => `c${i}`), "e", "{}", /1 to 100/],
+          [[ok, "bad channel!"], "e", "{}", /channels\[1\]/],
+          ["not-an-array", "e", "{}", /array/],
+          [[ok], "", "{}", /event/],
+          [[ok], "e".repeat(201), "{}", /event/],
+          [[ok], 7, "{}", /event/],
+          [[ok], "e", { a: 1 }, /JSON\.stringify/],
+        ];
+        for (const [channels, event, data, detail] of cases) {
+          const err = await rejectsWith(
+            client.publishIfOccupied(channels as string[], event as string, data as string),
+            [status.INVALID_ARGUMENT],
+          );
+          assert.match(err.details, detail);
+        }
+        await rejectsWith(client.publishIfOccupied([ok], "e", "{}", { socketId: 5 as unknown as string }), [
+          status.INVALID_ARGUMENT,
+        ]);
+      } finally {
+        client.close();
+      }
+    });
+
+    it("accepts the limits themselves (100 channels, a 200-character event) and calls nobody for bad ones", async () => {
+      const client = new OccupancyClient(env.OCCUPANCY_ADDR);
+      try {
+        const channels = Array.from({ length: 100 }, () => uniqueChannel());
+        const result = await client.publishIfOccupied(channels, "e".repeat(200), "{}");
+        assert.equal(result.skipped.length, 100);
+
+        const good = uniqueChannel();
+        await sendWebhook(env, "channel_occupied", good);
+        await rejectsWith(client.publishIfOccupied([good, "bad channel!"], "progress", "{}"), [
+          status.INVALID_ARGUMENT,
+        ]);
+        assert.deepEqual(await stubCallsFor(env, [good]), []);
+      } finally {
+        client.close();
+      }
+    });
   });
 
-  describe("with a gate that accepts connections but never answers", () => {
-    let server: Server;
-    let target: string;
-    const sockets = new Set<Socket>();
-
-    before(async () => {
-      server = createServer((socket) => {
-        sockets.add(socket);
-        socket.on("close", () => sockets.delete(socket));
-      });
-      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-      const address = server.address();
-      assert.ok(address !== null && typeof address === "object");
-      target = `127.0.0.1:${address.port}`;
-    });
-    after(async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    });
-
-    it("enforces timeoutMs on isOccupied", async () => {
-      const client = new OccupancyClient(target, { timeoutMs: 200, failOpen: false });
-      try {
-        const started = Date.now();
-        await assert.rejects(client.isOccupied(uniqueChannel()), (err) => {
-          assertOccupancyError(err, [status.DEADLINE_EXCEEDED]);
-          return true;
-        });
-        const elapsed = Date.now() - started;
-        assert.ok(elapsed >= 150 && elapsed < 900, `took ${elapsed} ms`);
-      } finally {
-        client.close();
+  describe("close", () => {
+    it("makes every call reject with OccupancyClosedError (CANCELLED), for both policies; close twice is harmless", async () => {
+      for (const failOpen of [true, false]) {
+        const seen: OccupancyError[] = [];
+        const closing = new OccupancyClient(env.OCCUPANCY_ADDR, { failOpen, onError: (e) => seen.push(e) });
+        assert.equal(await closing.isOccupied(uniqueChannel()), false);
+        closing.close();
+        closing.close();
+        for (const call of [
+          () => closing.isOccupied(uniqueChannel()),
+          () => closing.isOccupied("bad channel!"),
+          () => closing.publishIfOccupied([uniqueChannel()], "e", "{}"),
+        ]) {
+          const err = await rejectsWith(call(), [status.CANCELLED]);
+          assert.ok(err instanceof OccupancyClosedError);
+        }
+        assert.deepEqual(seen, []);
       }
     });
 
-    it("fails open on a deadline", async () => {
-      const seen: OccupancyError[] = [];
-      const client = new OccupancyClient(target, { timeoutMs: 200, onError: (e) => seen.push(e) });
-      try {
-        assert.equal(await client.isOccupied(uniqueChannel()), true);
-        assert.equal(seen.length, 1);
-        assertOccupancyError(seen[0], [status.DEADLINE_EXCEEDED]);
-      } finally {
-        client.close();
-      }
-    });
-
-    it("enforces publishTimeoutMs on publishIfOccupied", async () => {
-      const client = new OccupancyClient(target, { timeoutMs: 5000, publishTimeoutMs: 300 });
-      try {
-        const started = Date.now();
-        await assert.rejects(client.publishIfOccupied([uniqueChannel()], "progress", "{}"), (err) => {
-          assertOccupancyError(err, [status.DEADLINE_EXCEEDED]);
-          return true;
-        });
-        const elapsed = Date.now() - started;
-        assert.ok(elapsed >= 250 && elapsed < 4000, `took ${elapsed} ms`);
-      } finally {
-        client.close();
-      }
+    it("raises the closed error also for a client that never made a call", async () => {
+      const unused = new OccupancyClient(env.OCCUPANCY_DEAD_ADDR);
+      unused.close();
+      assert.ok((await rejectsWith(unused.isOccupied("x"), [status.CANCELLED])) instanceof OccupancyClosedError);
     });
   });
 
   describe("construction", () => {
-    it("rejects invalid options", () => {
-      assert.throws(() => new OccupancyClient(""), TypeError);
-      assert.throws(() => new OccupancyClient(env.OCCUPANCY_ADDR, { timeoutMs: 0 }), RangeError);
-      assert.throws(() => new OccupancyClient(env.OCCUPANCY_ADDR, { publishTimeoutMs: -1 }), RangeError);
-      assert.throws(() => new OccupancyClient(env.OCCUPANCY_ADDR, { timeoutMs: Number.NaN }), TypeError);
-      assert.throws(
-        () => new OccupancyClient(env.OCCUPANCY_ADDR, { failOpen: "no" as unknown as boolean }),
-        TypeError,
+    it("has the documented defaults: 1 s check, 5 s publish, reconnect backoff 100 ms to 2 s", () => {
+      assert.equal(DEFAULT_CHECK_TIMEOUT_MS, 1000);
+      assert.equal(DEFAULT_PUBLISH_TIMEOUT_MS, 5000);
+      assert.deepEqual(
+        { ...DEFAULT_CHANNEL_OPTIONS },
+        { "grpc.initial_reconnect_backoff_ms": 100, "grpc.max_reconnect_backoff_ms": 2000 },
       );
     });
+
+    it("takes the target from OCCUPANCY_ADDR when none is given", async () => {
+      const channel = uniqueChannel();
+      await sendWebhook(env, "channel_occupied", channel);
+      for (const client of [new OccupancyClient(), new OccupancyClient({ failOpen: false })]) {
+        try {
+          assert.equal(client.target, env.OCCUPANCY_ADDR);
+          assert.equal(await client.isOccupied(channel), true);
+        } finally {
+          client.close();
+        }
+      }
+    });
+
+    it("fails with a clear error when there is neither a target nor OCCUPANCY_ADDR", () => {
+      const saved = process.env.OCCUPANCY_ADDR;
+      delete process.env.OCCUPANCY_ADDR;
+      try {
+        assert.throws(() => new OccupancyClient(), (err: Error) => err instanceof TypeError && /OCCUPANCY_ADDR/.test(err.message));
+        assert.throws(() => new OccupancyClient({}), /OCCUPANCY_ADDR/);
+      } finally {
+        process.env.OCCUPANCY_ADDR = saved;
+      }
+    });
+
+    it("rejects invalid options", () => {
+      const a = env.OCCUPANCY_ADDR;
+      assert.throws(() => new OccupancyClient(""), TypeError);
+      assert.throws(() => new OccupancyClient(a, { checkTimeoutMs: 0 }), RangeError);
+      assert.throws(() => new OccupancyClient(a, { publishTimeoutMs: -1 }), RangeError);
+      assert.throws(() => new OccupancyClient(a, { checkTimeoutMs: Number.NaN }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { keepaliveMs: 0 }), RangeError);
+      assert.throws(() => new OccupancyClient(a, { failOpen: "no" as unknown as boolean }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { onError: "log" as unknown as () => void }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { token: "" }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { token: "a\nb" }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { caFile: "/nonexistent/ca.pem" }), /cannot read caFile/);
+      assert.throws(() => new OccupancyClient(a, { caFile: __filename, tls: false }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { metadata: { "Bad Key!": "x" } }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { token: "t", metadata: { authorization: "Bearer u" } }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { cached: 1 as unknown as boolean }), TypeError);
+      assert.throws(() => new OccupancyClient(a, { appId: 5 as unknown as string }), TypeError);
+    });
+
+    it("touches no network until the first call, then reuses one connection for every call", async () => {
+      const proxy = new TapProxy(env.OCCUPANCY_ADDR);
+      await proxy.start();
+      try {
+        const client = new OccupancyClient(proxy.target, { failOpen: false });
+        try {
+          await sleep(300);
+          assert.equal(proxy.connections, 0, "construction must not connect");
+          for (let i = 0; i < 5; i++) {
+            assert.equal(await client.isOccupied(uniqueChannel()), false);
+          }
+          await client.publishIfOccupied([uniqueChannel()], "e", "{}");
+          assert.equal(proxy.connections, 1, "one channel, reused");
+          assert.equal(proxy.count(FRAME.HEADERS), 6, "one HEADERS frame per call");
+        } finally {
+          client.close();
+        }
+      } finally {
+        await proxy.stop();
+      }
+    });
   });
-}
+});
