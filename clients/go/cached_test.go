@@ -25,7 +25,9 @@ func TestCachedFollowsWebhooks(t *testing.T) {
 
 	proxy := startGRPCProxy(t, env.addr)
 	c := newClient(t, proxy.addr, occupancy.WithCached(), occupancy.WithFailOpen(false))
-	eventuallyOccupied(t, c, before, true, propagation)
+	// The first check waits for the subscription to synchronise (at most
+	// the check timeout), so it already knows the snapshot.
+	mustOccupied(t, c, before, true)
 
 	ch := channelName(t, "job")
 	mustOccupied(t, c, ch, false)
