@@ -857,7 +857,8 @@ public final class OccupancyClient implements OccupancyGate {
       }
       builder.intercept(chain);
       if (keepalive != null) {
-        builder.keepAliveTime(keepalive.toNanos(), TimeUnit.NANOSECONDS);
+        // Also between calls: the point is to find a dead connection before the next check.
+        builder.keepAliveTime(keepalive.toNanos(), TimeUnit.NANOSECONDS).keepAliveWithoutCalls(true);
       }
       if (executor != null) {
         builder.executor(executor);

@@ -109,4 +109,15 @@ class PusherErrorsTest {
       assertTrue(tookMs < 2500, "the client's 500 ms deadline, took " + tookMs + " ms");
     }
   }
+
+  @Test
+  void closeLetsAnInFlightPublishFinish() throws Exception {
+    String channel = failing(200, 1000); // Pusher answers 200 after 1 s
+    OccupancyClient closing = OccupancyClient.builder(harness.addr).build();
+    java.util.concurrent.CompletableFuture<PublishResult> inFlight =
+        closing.publishIfOccupiedAsync(List.of(channel), "progress", "{}", null);
+    Thread.sleep(200);
+    closing.close();
+    assertEquals(List.of(channel), inFlight.get(5, TimeUnit.SECONDS).published());
+  }
 }
