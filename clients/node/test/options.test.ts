@@ -201,7 +201,7 @@ withEnv((env) => {
       });
       try {
         const err = await rejectsWith(client.isOccupied(channel), [status.RESOURCE_EXHAUSTED]);
-        assert.match(err.details, /length/i);
+        assert.match(err.details, /larger than max/);
       } finally {
         client.close();
       }
