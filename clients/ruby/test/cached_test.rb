@@ -24,6 +24,26 @@ class CachedModeTest < Minitest::Test
     before = forwarder.bytes_from_client
     200.times { gate.occupied?(channel) }
     assert_equal before, forwarder.bytes_from_client, "answers come from the local copy, with no call"
+
+    occupy(channel)
+    eventually("occupied again") { gate.occupied?(channel) }
+    assert_equal [channel], gate.publish_if_occupied([channel], "progress", "{}").published
+    assert_operator forwarder.bytes_from_client, :>, before, "publishing still calls the gate"
+  end
+
+  def test_tls_token_and_a_stream_refused_for_configuration_raise
+    channel = random_channel
+    occupy(channel)
+    secure = client(env("OCCUPANCY_SECURE_ADDR"), ca_file: env("OCCUPANCY_TLS_CA"), cached: true,
+                                                  token: env("OCCUPANCY_TEST_TOKEN"), fail_open: false)
+    assert secure.occupied?(channel)
+
+    seen = []
+    no_token = client(env("OCCUPANCY_SECURE_ADDR"), ca_file: env("OCCUPANCY_TLS_CA"), cached: true,
+                                                    on_error: ->(e) { seen << e })
+    error = assert_raises(Occupancy::Error) { no_token.occupied?(channel) }
+    assert_equal "UNAUTHENTICATED", error.code_name, "a non-outage stream error is raised, even failing open"
+    assert_empty seen
   end
 
   def test_channels_occupied_before_subscribing_come_with_the_snapshot
@@ -53,7 +73,10 @@ class CachedModeTest < Minitest::Test
   def test_not_synchronised_answers_the_failure_policy
     seen = []
     open_gate = client(env("OCCUPANCY_DEAD_ADDR"), cached: true, check_timeout: 0.3, on_error: ->(e) { seen << e })
-    assert_equal true, open_gate.occupied?(random_channel)
+    elapsed = timed { assert_equal true, open_gate.occupied?(random_channel) }
+    assert_in_delta 0.3, elapsed, 0.2, "the first check waits up to check_timeout for a snapshot"
+    assert_operator timed { open_gate.occupied?(random_channel) }, :<, 0.1, "later checks do not wait"
+    seen.pop
     refute open_gate.synced?
     assert_equal ["UNAVAILABLE"], seen.map(&:code_name)
     assert_match(/not synchronised/, seen.first.message)

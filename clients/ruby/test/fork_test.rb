@@ -20,6 +20,7 @@ class ForkTest < Minitest::Test
         fork do
           ok = gate.occupied?(ENV.fetch("CHANNEL")) && gate.publish_if_occupied(ENV.fetch("CHANNEL"), "fork", "{}").published.size == 1
           puts "child \#{ok}"
+          gate.close # the child's own channel; the parent's is not touched
           exit!(ok ? 0 : 1)
         rescue Exception => e
           puts "child error \#{e.class}: \#{e.message}"
@@ -59,6 +60,8 @@ class ForkTest < Minitest::Test
           puts "child \#{e.class} \#{e.code_name} in \#{(Process.clock_gettime(Process::CLOCK_MONOTONIC) - started).round(3)}s: \#{e.message}"
         end
         puts "child hooked \#{hooked.size}"
+        gate.close # drops the parent's channel without touching it
+        puts "child closed"
         exit!(0)
       end
       Process.wait(pid)
@@ -68,6 +71,7 @@ class ForkTest < Minitest::Test
 
     assert status.success?, "#{out}\n#{err}"
     assert_includes out, "parent before true"
+    assert_includes out, "child closed"
     assert_includes out, "parent after true hooked 0", "the parent still works"
     if grpc_forks?
       assert_equal 2, out.scan("child answered true").size, out

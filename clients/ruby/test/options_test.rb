@@ -41,6 +41,16 @@ class ConstructionTest < Minitest::Test
     assert_raises(ArgumentError) { Occupancy::Client.new("") }
   end
 
+  def test_channel_args_override_the_defaults
+    gate = Occupancy::Client.new(env("OCCUPANCY_ADDR"), keepalive: 10,
+                                 channel_args: { "grpc.max_reconnect_backoff_ms" => 5000, :"grpc.keepalive_time_ms" => 7000 })
+    assert_equal 5000, gate.channel_args["grpc.max_reconnect_backoff_ms"]
+    assert_equal 7000, gate.channel_args["grpc.keepalive_time_ms"]
+    assert_equal false, gate.occupied?(random_channel)
+  ensure
+    gate&.close
+  end
+
   def test_on_error_symbol_from_0_1_explains_the_new_option
     error = assert_raises(ArgumentError) { Occupancy::Client.new(env("OCCUPANCY_ADDR"), on_error: :open) }
     assert_match(/fail_open: true or false/, error.message)

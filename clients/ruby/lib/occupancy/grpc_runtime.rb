@@ -92,8 +92,8 @@ module Occupancy
         "occupancy: this process (pid #{current}) was forked from #{origin}, which had already " \
           "made gRPC calls, and #{cause}. Fix: do not call the gate in the parent before forking " \
           "(in a Rails initializer or a preloading server's master, only construct the client: it " \
-          "connects on first use, in each worker), or use grpc >= 1.57 with GRPC_ENABLE_FORK_SUPPORT=1 " \
-          "set before grpc is loaded, forking from the thread that first used grpc."
+          "connects on first use, in each worker), or upgrade grpc to >= 1.57, with which this library " \
+          "makes forking after a call safe (see \"Fork safety\" in the occupancy-client README)."
       end
 
       # Registers a cached-mode watcher of this process, to be paused around
