@@ -14,7 +14,8 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Building and running the gate-free unit tests resolves (and downloads) every dependency and
-# plugin the suite uses: protoc and protoc-gen-grpc-java for the generated sources, the test
-# libraries, and Surefire's JUnit provider (only fetched when a test actually runs).
-mvn -B -q test -Dtest=OccupancyClientUnitTest
+# Building, running the gate-free tests and installing resolves (and downloads) every dependency
+# and plugin the suite and the README's install line use: protoc and protoc-gen-grpc-java for the
+# generated sources, the test libraries, Surefire's JUnit provider (only fetched when a test
+# actually runs), and the jar and install plugins. It also installs the client itself into ~/.m2.
+mvn -B -q install -Dtest='OccupancyClientUnitTest,FakeOccupancyGateTest' -Dsurefire.failIfNoSpecifiedTests=false

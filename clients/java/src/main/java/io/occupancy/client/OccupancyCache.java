@@ -90,13 +90,16 @@ final class OccupancyCache {
   }
 
   /**
-   * Why there is no answer: the last stream error when it is not an outage (a configuration
-   * problem such as UNAUTHENTICATED or NOT_FOUND, raised as the direct call would raise it),
-   * otherwise an UNAVAILABLE error that carries the last stream error as its cause.
+   * Why there is no answer. When the stream's last error says the client is misconfigured
+   * (UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION,
+   * UNIMPLEMENTED), that error, raised as the direct call would raise it. Otherwise an outage: an
+   * UNAVAILABLE error that carries the last stream error as its cause. A stream can also break with
+   * INTERNAL, UNKNOWN or CANCELLED when the gate goes away mid-stream (an HTTP/2 reset), so those
+   * count as an outage here, unlike for a unary call.
    */
   OccupancyException notSynchronised() {
     OccupancyException last = lastError;
-    if (last != null && !OccupancyClient.failsOpen(last.getCode())) {
+    if (last != null && isConfigurationError(last.getCode())) {
       return last;
     }
     return new OccupancyException(
@@ -104,6 +107,18 @@ final class OccupancyCache {
             "cached mode: the local copy is not synchronised with the gate"
                 + (last == null ? " yet" : " (last stream error: " + last.getMessage() + ")")),
         last);
+  }
+
+  static boolean isConfigurationError(Status.Code code) {
+    return switch (code) {
+      case UNAUTHENTICATED,
+          PERMISSION_DENIED,
+          NOT_FOUND,
+          INVALID_ARGUMENT,
+          FAILED_PRECONDITION,
+          UNIMPLEMENTED -> true;
+      default -> false;
+    };
   }
 
   /** Ends the subscription; no resubscription follows. */

@@ -109,6 +109,25 @@ class OccupancyClientUnitTest {
   }
 
   @Test
+  void cachedModeRaisesOnlyConfigurationErrorsOfTheStream() {
+    List<Status.Code> raised = new ArrayList<>();
+    for (Status.Code code : Status.Code.values()) {
+      if (OccupancyCache.isConfigurationError(code)) {
+        raised.add(code);
+      }
+    }
+    assertEquals(
+        List.of(
+            Status.Code.INVALID_ARGUMENT,
+            Status.Code.NOT_FOUND,
+            Status.Code.PERMISSION_DENIED,
+            Status.Code.FAILED_PRECONDITION,
+            Status.Code.UNIMPLEMENTED,
+            Status.Code.UNAUTHENTICATED),
+        raised);
+  }
+
+  @Test
   void publishResultIsImmutableCopy() {
     List<String> published = new ArrayList<>(List.of("a"));
     PublishResult result = new PublishResult(published, List.of());
