@@ -81,14 +81,15 @@ module Occupancy
       @mutex.synchronize { @synced }
     end
 
-    # Waits up to +timeout+ seconds for the copy to be current.
-    # @return [Boolean] whether it is
+    # Waits up to +timeout+ seconds for the copy to be current, or until a
+    # subscription attempt has failed (then there is no point in waiting).
+    # @return [Boolean] whether it is current
     def wait_synced(timeout)
       deadline = now + timeout
       @mutex.synchronize do
         until @synced
           left = deadline - now
-          break if left <= 0 || @stopping
+          break if left <= 0 || @stopping || @last_error
 
           @changed.wait(@mutex, left)
         end
