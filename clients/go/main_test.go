@@ -320,6 +320,18 @@ type tcpProxy struct {
 	addr     string
 	accepted atomic.Int64 // connections accepted
 	up, down atomic.Int64 // bytes client->backend, backend->client
+	// While broken is set, connections are accepted and closed at once (a
+	// gate that cannot serve), and the times of those attempts are kept.
+	broken   atomic.Bool
+	mu       sync.Mutex
+	attempts []time.Time
+}
+
+// brokenAttempts returns the times of the connections closed while broken.
+func (p *tcpProxy) brokenAttempts() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.attempts)
 }
 
 func startTCPProxy(t *testing.T, listen, backend string) *tcpProxy {
@@ -347,6 +359,13 @@ func startTCPProxy(t *testing.T, listen, backend string) *tcpProxy {
 				return
 			}
 			p.accepted.Add(1)
+			if p.broken.Load() {
+				p.mu.Lock()
+				p.attempts = append(p.attempts, time.Now())
+				p.mu.Unlock()
+				_ = in.Close()
+				continue
+			}
 			out, err := net.Dial("tcp", backend)
 			if err != nil {
 				_ = in.Close()

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	occupancy "github.com/occupancy/occupancy/clients/go"
@@ -196,12 +197,20 @@ func TestSecureGate(t *testing.T) {
 			}
 		})
 	}
-	t.Run("WithTransportCredentials", func(t *testing.T) {
+	t.Run("WithTransportCredentials overrides WithTLS", func(t *testing.T) {
 		creds, err := credentials.NewClientTLSFromFile(ca, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := newClient(t, addr, occupancy.WithTransportCredentials(creds), occupancy.WithToken(token), occupancy.WithFailOpen(false))
+		// WithTLS alone trusts only the system roots and fails (below).
+		c := newClient(t, addr, occupancy.WithTLS(), occupancy.WithTransportCredentials(creds),
+			occupancy.WithToken(token), occupancy.WithFailOpen(false))
+		mustOccupied(t, c, ch, true)
+	})
+	t.Run("WithDialOptions are applied last", func(t *testing.T) {
+		// The dial option's plaintext wins over WithCAFile's TLS.
+		c := newClient(t, env.addr, occupancy.WithCAFile(ca), occupancy.WithFailOpen(false),
+			occupancy.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials())))
 		mustOccupied(t, c, ch, true)
 	})
 	for name, opts := range map[string][]occupancy.Option{

@@ -250,6 +250,18 @@ func TestTimeoutsBoundEachCall(t *testing.T) {
 			t.Errorf("IsOccupied took %v, want about 1 s", elapsed)
 		}
 	})
+	t.Run("an earlier deadline on ctx wins", func(t *testing.T) {
+		c := newClient(t, addr, occupancy.WithFailOpen(false))
+		ctx, cancel := context.WithTimeout(t.Context(), timeout)
+		defer cancel()
+		start := time.Now()
+		_, err := c.IsOccupied(ctx, channelName(t, "job"))
+		elapsed := time.Since(start)
+		wantCode(t, err, codes.DeadlineExceeded)
+		if elapsed > timeout+500*time.Millisecond {
+			t.Errorf("IsOccupied took %v, want about %v (the ctx deadline, not 1 s)", elapsed, timeout)
+		}
+	})
 	t.Run("publish", func(t *testing.T) {
 		c := newClient(t, addr, occupancy.WithPublishTimeout(timeout))
 		start := time.Now()
@@ -428,13 +440,16 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// Reconnect backoff is capped at 2 s: after ten seconds of failed connection
-// attempts (gRPC-Go's default backoff would then wait 4 to 8 s), the client
-// is back on the gate within about 2 s of it listening again.
+// Reconnect backoff is capped at 2 s. A gate that accepts connections and
+// closes them at once makes every connection attempt fail; the attempts'
+// spacing is the backoff, which grows but never beyond 2 s (gRPC-Go's default
+// would be 2.6 s, 4.1 s, 6.6 s ... by then). When the gate serves again, the
+// client is back within about 2 s.
 func TestReconnectBackoffIsCappedAt2Seconds(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
-	c := newClient(t, addr, occupancy.WithFailOpen(false))
+	proxy := startTCPProxy(t, "", env.addr)
+	proxy.broken.Store(true)
+	c := newClient(t, proxy.addr, occupancy.WithFailOpen(false))
 	ch := channelName(t, "job")
 	failingUntil := time.Now().Add(10 * time.Second)
 	for time.Now().Before(failingUntil) {
@@ -442,8 +457,27 @@ func TestReconnectBackoffIsCappedAt2Seconds(t *testing.T) {
 		wantCode(t, err, codes.Unavailable)
 		time.Sleep(50 * time.Millisecond)
 	}
-	startTCPProxy(t, addr, env.addr) // the gate is back at the same address
+	proxy.broken.Store(false) // the gate serves again at the same address
 	back := time.Now()
+
+	attempts := proxy.brokenAttempts()
+	var gaps []time.Duration
+	for i := 1; i < len(attempts); i++ {
+		gaps = append(gaps, attempts[i].Sub(attempts[i-1]))
+	}
+	t.Logf("gaps between connection attempts: %v", gaps)
+	for i, gap := range gaps {
+		if gap > occupancy.MaxReconnectDelay+150*time.Millisecond {
+			t.Errorf("gap %d between connection attempts = %v, want at most 2 s", i, gap)
+		}
+	}
+	if len(gaps) < 5 {
+		t.Fatalf("only %d connection attempts in 10 s", len(attempts))
+	}
+	if last := gaps[len(gaps)-1]; last < time.Second {
+		t.Errorf("last gap %v: the backoff did not grow", last)
+	}
+
 	for {
 		if _, err := c.IsOccupied(t.Context(), ch); err == nil {
 			break
@@ -454,6 +488,7 @@ func TestReconnectBackoffIsCappedAt2Seconds(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if took := time.Since(back); took > 2500*time.Millisecond {
-		t.Errorf("back on the gate %v after it listened again, want at most about 2 s", took)
+		t.Errorf("back on the gate %v after it served again, want at most about 2 s", took)
 	}
+	t.Logf("back on the gate %v after it served again", time.Since(back))
 }
