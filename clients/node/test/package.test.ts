@@ -4,7 +4,7 @@
 // consumer, type-checked and run against the real gate.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -179,7 +179,7 @@ withEnv((env) => {
     it("installs with npm, and an ESM and a CommonJS consumer type-check and run against the gate", async () => {
       const channel = await occupied(env);
       const app = path.join(work, "app");
-      await run("mkdir", ["-p", app]);
+      mkdirSync(app, { recursive: true });
       writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "consumer", private: true }));
       await run(
         "npm",
@@ -236,6 +236,55 @@ void answer; void code;
       await run(process.execPath, [tsc, "-p", app], { cwd: app, timeout: 60_000 }).catch((err: { stdout?: string }) => {
         throw new Error(`consumer type check failed:\n${err.stdout ?? String(err)}`);
       });
+    });
+  });
+  describe("npm install from git", () => {
+    it("installs from a git URL pinned to a commit with ::path:clients/node (prepare builds dist/ in the clone) and works", async () => {
+      const channel = await occupied(env);
+      const work = mkdtempSync(path.join(tmpdir(), "occupancy-node-git-"));
+      try {
+        // A repository holding this working tree's clients/node (what would be
+        // pushed), so the test installs the files under test, not the last commit.
+        const repo = path.join(work, "repo");
+        const { stdout } = await run("git", ["ls-files", "--cached", "--others", "--exclude-standard", "-z", "."], {
+          cwd: packageDir,
+          maxBuffer: 16 * 1024 * 1024,
+        });
+        const files = stdout.split("\0").filter((f) => f !== "" && existsSync(path.join(packageDir, f)));
+        for (const file of files) {
+          const to = path.join(repo, "clients", "node", file);
+          mkdirSync(path.dirname(to), { recursive: true });
+          copyFileSync(path.join(packageDir, file), to);
+        }
+        const git = (...args: string[]) =>
+          run("git", ["-c", "user.name=suite", "-c", "user.email=suite@example.invalid", ...args], { cwd: repo });
+        await git("init", "-q");
+        await git("add", "-A");
+        await git("commit", "-q", "-m", "clients/node under test");
+        // A full commit sha: with a branch or tag name, npm 11.19 drops ::path: when it
+        // resolves the ref (pacote's addGitSha) and fails; the README says so.
+        const sha = (await git("rev-parse", "HEAD")).stdout.trim();
+
+        const app = path.join(work, "app");
+        mkdirSync(app);
+        writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "consumer", private: true }));
+        await run(
+          "npm",
+          ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", `git+file://${repo}#${sha}::path:clients/node`],
+          { cwd: app, timeout: 300_000 },
+        ).catch((err: { stderr?: string }) => {
+          throw new Error(`npm install from git failed (npm 11 with ::path: support is needed):\n${err.stderr ?? String(err)}`);
+        });
+        writeFileSync(path.join(app, "esm.mjs"), consumerScript("import", channel));
+        writeFileSync(path.join(app, "cjs.cjs"), consumerScript("require", channel));
+        for (const script of ["esm.mjs", "cjs.cjs"]) {
+          const report = JSON.parse(await node(app, [script])) as ConsumerReport;
+          assert.match(report.where, /node_modules\/@occupancy\/client\/dist\/(esm|cjs)\/index\.js$/);
+          assert.equal(report.occupied, true);
+        }
+      } finally {
+        rmSync(work, { recursive: true, force: true });
+      }
     });
   });
 });
