@@ -37,7 +37,10 @@ final class OccupancyCache {
   private volatile Set<String> current;
   /** The last stream error while not synchronised, for the answer given meanwhile. */
   private volatile OccupancyException lastError;
-  /** Completed at the first SYNCED: what the first checks wait for (up to their timeout). */
+  /**
+   * Completed at the first SYNCED, or at a configuration error of the stream: what the first
+   * checks wait for (up to their timeout).
+   */
   private final CompletableFuture<Void> firstSync = new CompletableFuture<>();
 
   private Set<String> building;
@@ -84,7 +87,7 @@ final class OccupancyCache {
     return current != null;
   }
 
-  /** Completes once the copy is first synchronised; never fails. */
+  /** Completes once the copy is first synchronised or the stream is refused; never fails. */
   CompletableFuture<Void> firstSync() {
     return firstSync;
   }
@@ -223,6 +226,9 @@ final class OccupancyCache {
       current = null;
       building = null;
       lastError = error;
+      if (isConfigurationError(error.getCode())) {
+        firstSync.complete(null); // checks waiting for the first snapshot: stop, raise this now
+      }
       onStreamError.accept(error);
       resubscribeLater(this);
     }

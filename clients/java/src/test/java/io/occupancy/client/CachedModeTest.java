@@ -160,9 +160,12 @@ class CachedModeTest {
             .checkTimeout(Duration.ofSeconds(2))
             .onError(reported::add)
             .build()) {
+      long started = System.nanoTime();
       OccupancyException error =
           assertThrows(OccupancyException.class, () -> client.isOccupied(Harness.channel("cfg")));
+      long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
       assertEquals(Status.Code.UNAUTHENTICATED, error.getCode(), error.getMessage());
+      assertTrue(tookMs < 1500, "raised at once, not after the 2 s wait: " + tookMs + " ms");
     }
   }
 

@@ -154,13 +154,6 @@ final class Harness {
     }
   }
 
-  /** A local port nothing listens on (bound and released). */
-  static int freePort() throws IOException {
-    try (java.net.ServerSocket socket = new java.net.ServerSocket(0)) {
-      return socket.getLocalPort();
-    }
-  }
-
   /** The Pusher stand-in's recorded event triggers whose channel list names {@code channel}. */
   List<JsonObject> callsFor(String channel) throws IOException, InterruptedException {
     HttpRequest request =

@@ -36,6 +36,8 @@ final class WireTap implements AutoCloseable {
   private final List<Connection> connections = new CopyOnWriteArrayList<>();
   private final List<Socket> sockets = new CopyOnWriteArrayList<>();
   private volatile ServerSocket server;
+  private volatile boolean rejecting;
+  private final List<Long> rejectedAt = new CopyOnWriteArrayList<>();
 
   private WireTap(String upstream) {
     if (upstream == null) {
@@ -55,9 +57,25 @@ final class WireTap implements AutoCloseable {
     return tap;
   }
 
-  /** A relay to {@code upstream} that listens only when {@link #listen(int)} is called. */
-  static WireTap later(String upstream) {
-    return new WireTap(upstream);
+  /**
+   * Listens now but closes every connection at once (recording when), like a gate that is down
+   * behind a load balancer, until {@link #relay()}.
+   */
+  static WireTap rejecting(String upstream) throws IOException {
+    WireTap tap = new WireTap(upstream);
+    tap.rejecting = true;
+    tap.listen(0);
+    return tap;
+  }
+
+  /** Ends {@link #rejecting}: later connections are relayed to the gate. */
+  void relay() {
+    rejecting = false;
+  }
+
+  /** When each rejected connection attempt arrived ({@link System#nanoTime()}). */
+  List<Long> rejectedAt() {
+    return List.copyOf(rejectedAt);
   }
 
   /** Accepts connections and never answers: a gate that hangs. */
@@ -118,6 +136,15 @@ final class WireTap implements AutoCloseable {
         client = server.accept();
       } catch (IOException closed) {
         return;
+      }
+      if (rejecting) {
+        rejectedAt.add(System.nanoTime());
+        try {
+          client.close();
+        } catch (IOException ignored) {
+          // closing is the point
+        }
+        continue;
       }
       sockets.add(client);
       Connection connection = new Connection();
