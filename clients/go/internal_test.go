@@ -2,20 +2,23 @@ package occupancy
 
 // Unit tests of the parts whose promises cannot be reached through the real
 // gate in reasonable time: the default hook's 30 s window (with a fake
-// clock) and the failure policy for codes the real gate never answers to a
-// check.
+// clock), the failure policy for codes the real gate never answers to a
+// check, and a RESET in the middle of a WatchOccupancy stream.
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/occupancy/occupancy/clients/go/occupancypb"
 )
 
 func TestWarnerCountsSwallowedErrorsPer30Seconds(t *testing.T) {
@@ -82,5 +85,66 @@ func TestFailurePolicyForEveryCode(t *testing.T) {
 		if occupied, got := closed.failurePolicy(err); occupied || got != err {
 			t.Errorf("%v fail-open off: %v, %v; want false, the error", code, occupied, got)
 		}
+	}
+}
+
+// The stream protocol, message by message, including a RESET in the middle
+// of a stream (the gate starts over for a slow reader), which the real gate
+// cannot be made to send on demand.
+func TestWatcherFollowsTheStreamProtocol(t *testing.T) {
+	w := &watcher{occupied: map[string]struct{}{}, changed: make(chan struct{})}
+	msg := func(kind occupancypb.WatchOccupancyResponse_Kind, occupied, vacated []string) *occupancypb.WatchOccupancyResponse {
+		return &occupancypb.WatchOccupancyResponse{Kind: kind, Occupied: occupied, Vacated: vacated}
+	}
+	state := func() (bool, []string) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		var chans []string
+		for ch := range w.occupied {
+			chans = append(chans, ch)
+		}
+		slices.Sort(chans)
+		return w.synced, chans
+	}
+	want := func(step string, synced bool, chans ...string) {
+		t.Helper()
+		gotSynced, got := state()
+		if gotSynced != synced || !slices.Equal(got, chans) {
+			t.Fatalf("after %s: synced=%v occupied=%v, want synced=%v occupied=%v", step, gotSynced, got, synced, chans)
+		}
+	}
+	const (
+		reset    = occupancypb.WatchOccupancyResponse_KIND_RESET
+		snapshot = occupancypb.WatchOccupancyResponse_KIND_SNAPSHOT
+		synced   = occupancypb.WatchOccupancyResponse_KIND_SYNCED
+		change   = occupancypb.WatchOccupancyResponse_KIND_CHANGE
+	)
+	w.apply(msg(reset, nil, nil))
+	w.apply(msg(snapshot, []string{"a", "b"}, nil))
+	want("a snapshot", false, "a", "b")
+	w.apply(msg(snapshot, []string{"c"}, nil))
+	if !w.apply(msg(synced, nil, nil)) {
+		t.Fatal("apply(SYNCED) = false")
+	}
+	want("SYNCED", true, "a", "b", "c")
+	w.apply(msg(change, []string{"d"}, []string{"a"}))
+	want("CHANGE", true, "b", "c", "d")
+	w.apply(msg(occupancypb.WatchOccupancyResponse_Kind(99), []string{"x"}, nil))
+	want("an unknown kind (ignored)", true, "b", "c", "d")
+	changed := w.changed
+	w.apply(msg(reset, nil, nil))
+	want("a RESET mid-stream", false)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a RESET of a synchronised copy did not wake waiting checks")
+	}
+	w.apply(msg(snapshot, []string{"e"}, nil))
+	w.apply(msg(synced, nil, nil))
+	want("the new SYNCED", true, "e")
+	w.broken(status.Error(codes.Unavailable, "gate shutting down"))
+	want("a broken stream", false, "e")
+	if w.lastErr == nil || w.lastErr.Code != codes.Unavailable {
+		t.Fatalf("lastErr = %v, want UNAVAILABLE", w.lastErr)
 	}
 }

@@ -307,6 +307,28 @@ func TestOtherStatusesAreReturnedEvenFailingOpen(t *testing.T) {
 			t.Errorf("the hook saw %v, want nothing", errs)
 		}
 	})
+	t.Run("NOT_FOUND for an unknown app id", func(t *testing.T) {
+		rec := &errorRecorder{}
+		ch := channelName(t, "job")
+		for _, c := range []*occupancy.Client{
+			newClient(t, env.addr, occupancy.WithAppID("no-such-app"), occupancy.WithOnError(rec.handle)),
+			newClient(t, env.addr, occupancy.WithAppID("no-such-app"), occupancy.WithOnError(rec.handle), occupancy.WithCached()),
+		} {
+			occupied, err := c.IsOccupied(t.Context(), ch)
+			oe := wantCode(t, err, codes.NotFound)
+			if occupied {
+				t.Errorf("IsOccupied answered true alongside NOT_FOUND")
+			}
+			if !strings.Contains(oe.Message, "no-such-app") {
+				t.Errorf("message %q does not name the app", oe.Message)
+			}
+			_, err = c.PublishIfOccupied(t.Context(), []string{ch}, "progress", "{}")
+			wantCode(t, err, codes.NotFound)
+		}
+		if errs := rec.all(); len(errs) != 0 {
+			t.Errorf("the hook saw %v, want nothing", errs)
+		}
+	})
 	t.Run("CANCELED by the caller", func(t *testing.T) {
 		rec := &errorRecorder{}
 		c := newClient(t, env.addr, occupancy.WithOnError(rec.handle))
