@@ -11,7 +11,9 @@ with coroutines instead of blocking calls::
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import weakref
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -80,11 +82,13 @@ class Client:
         self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inherited = False
+        self._forked_while_open = False
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._state = WatchState()
         self._synced_event: asyncio.Event | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        _live.add(self)
 
     @property
     def target(self) -> str:
@@ -184,6 +188,16 @@ class Client:
     ) -> None:
         await self.close()
 
+    def _release_idle_channel(self) -> bool:
+        loop = self._loop
+        if self._channel is None or self._pid != os.getpid():
+            return False
+        if loop is not None and not loop.is_closed() and loop.is_running():
+            return False
+        self._channel = self._stub = self._watch_task = None
+        self._loop = None
+        return True
+
     def _open(self, method: str) -> Any:
         if self._closed:
             raise ClientClosedError(method=method)
@@ -192,17 +206,27 @@ class Client:
         if self._stub is not None and self._loop is loop and self._pid == pid:
             return self._stub
         if self._pid is not None and self._pid != pid:
-            self._inherited = self._inherited or self._channel is not None
+            # A forked child of a process that used this client.
+            self._inherited = True
+            if self._channel is not None:
+                # It was forked while the channel was open, i.e. while grpc.aio's
+                # poller thread was inside gRPC, so gRPC skipped its fork
+                # handlers and cannot work in this process. The channel shares
+                # the parent's connection: keep it referenced, never tear it down.
+                self._forked_while_open = True
+                _common.abandoned.append((self._channel, self._stub, self._watch_task))
+                self._channel = self._stub = self._watch_task = None
             if isinstance(self._hook, _common.WarnAtMostEvery):
                 self._hook._after_fork()
+        if self._forked_while_open:
+            raise _aio_fork_error(method)
         if self._inherited and _common.fork_support_disabled():
             raise _common.fork_error(method)
-        if self._channel is not None:
-            # Another loop or process opened it; it cannot be used (or safely
-            # closed) from here.
-            _common.abandoned.append(self._channel)
-            if self._watch_task is not None:
-                _common.abandoned.append(self._watch_task)
+        # Another loop of this process opened the channel: that loop is
+        # finished (or the client is misused from two loops at once) and the
+        # channel cannot be awaited from here, so it is dropped; gRPC closes it
+        # when it is collected.
+        self._channel = self._stub = self._watch_task = None
         s = self._settings
         if s.tls:
             channel = grpc.aio.secure_channel(
@@ -228,6 +252,33 @@ class Client:
                 name="occupancy-watch",
             )
         return self._stub
+
+
+def _aio_fork_error(method: str) -> OccupancyError:
+    return OccupancyError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "this process was forked while the asyncio client's channel was open in a running "
+        "event loop: grpc.aio's poller thread was inside gRPC at the fork, so grpc.aio cannot "
+        "be used in this child (the blocking occupancy_client.Client can). Fork before the "
+        "client's first call or after asyncio.run() returns, or create the client in the child",
+        method,
+    )
+
+
+def _before_fork() -> None:
+    # A channel whose event loop is not running (asyncio.run has returned) is
+    # released before the fork: while any grpc.aio channel exists, grpc.aio's
+    # poller thread sits inside gRPC, and gRPC then skips the fork handlers a
+    # child needs. The next call reopens a channel in its own loop.
+    released = False
+    for client in list(_live):
+        released = client._release_idle_channel() or released
+    if released:
+        gc.collect()
+
+
+_live: weakref.WeakSet[Client] = weakref.WeakSet()
+os.register_at_fork(before=_before_fork)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
