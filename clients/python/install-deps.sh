@@ -32,6 +32,8 @@ if ! "$python" -m pip --version >/dev/null 2>&1; then
   fi
 fi
 
-"$python" -m pip install -q "grpcio-tools==$tools_version" -e "$here[test]"
+# setuptools >= 77 reads the SPDX licence expression in pyproject.toml; the
+# packaging test builds a wheel with it, without build isolation.
+"$python" -m pip install -q "setuptools>=77" "grpcio-tools==$tools_version" -e "$here[test]"
 "$python" -c 'import occupancy_client, occupancy_client.aio, grpc_tools, pytest' 
 echo "install-deps.sh: python client dependencies installed (grpcio-tools $tools_version)"
