@@ -67,6 +67,21 @@ class OptionsTest {
   }
 
   @Test
+  void givenChannelCredentialsOverrideTlsAndCaFile() throws Exception {
+    io.grpc.ChannelCredentials tls =
+        io.grpc.TlsChannelCredentials.newBuilder().trustManager(ca.toFile()).build();
+    try (OccupancyClient client =
+        OccupancyClient.builder(secureAddr)
+            .caFile(Path.of("/nonexistent/ca.pem")) // not read: credentials win
+            .credentials(tls)
+            .token(token)
+            .failOpen(false)
+            .build()) {
+      assertFalse(client.isOccupied(Harness.channel("creds")));
+    }
+  }
+
+  @Test
   void theOldTokenWorksDuringRotation() {
     try (OccupancyClient client = secure().token(oldToken).build()) {
       assertFalse(client.isOccupied(Harness.channel("old-token")));
@@ -141,7 +156,7 @@ class OptionsTest {
               "encoder-7",
               "x-farm",
               "farm-b",
-              "render-farm/2.3")) {
+              "render-farm/2.3 grpc-java")) {
         assertTrue(wire.contains(expected), expected + " was not sent");
       }
     }

@@ -68,6 +68,59 @@ class PusherErrorsTest {
   }
 
   @Test
+  void pusher400And413AreInvalidArgument() throws Exception {
+    assertEquals(Status.Code.INVALID_ARGUMENT, publishError(failing(400, 0)));
+    assertEquals(Status.Code.INVALID_ARGUMENT, publishError(failing(413, 0)));
+  }
+
+  @Test
+  void pusher401AndOther4xxAreFailedPrecondition() throws Exception {
+    assertEquals(Status.Code.FAILED_PRECONDITION, publishError(failing(401, 0)));
+    assertEquals(Status.Code.FAILED_PRECONDITION, publishError(failing(404, 0)));
+  }
+
+  @Test
+  void cancellingTheFutureCancelsTheCall() throws Exception {
+    String channel = failing(200, 2000);
+    List<String> closed = new java.util.concurrent.CopyOnWriteArrayList<>();
+    try (OccupancyClient watched =
+        OccupancyClient.builder(harness.addr).intercept(closedStatuses(closed)).build()) {
+      java.util.concurrent.CompletableFuture<PublishResult> inFlight =
+          watched.publishIfOccupiedAsync(List.of(channel), "progress", "{}", null);
+      Thread.sleep(300);
+      assertTrue(inFlight.cancel(true));
+      assertTrue(
+          Harness.eventually(Duration.ofSeconds(1), () -> closed.contains("CANCELLED")),
+          "the gRPC call was not cancelled: " + closed);
+    }
+  }
+
+  private static io.grpc.ClientInterceptor closedStatuses(List<String> closed) {
+    return new io.grpc.ClientInterceptor() {
+      @Override
+      public <Q, R> io.grpc.ClientCall<Q, R> interceptCall(
+          io.grpc.MethodDescriptor<Q, R> method, io.grpc.CallOptions options, io.grpc.Channel next) {
+        return new io.grpc.ForwardingClientCall.SimpleForwardingClientCall<>(
+            next.newCall(method, options)) {
+          @Override
+          public void start(Listener<R> listener, io.grpc.Metadata headers) {
+            super.start(
+                new io.grpc.ForwardingClientCallListener.SimpleForwardingClientCallListener<>(
+                    listener) {
+                  @Override
+                  public void onClose(Status status, io.grpc.Metadata trailers) {
+                    closed.add(status.getCode().name());
+                    super.onClose(status, trailers);
+                  }
+                },
+                headers);
+          }
+        };
+      }
+    };
+  }
+
+  @Test
   void asyncPublishSeesTheSameStatus() throws Exception {
     String channel = failing(429, 0);
     ExecutionException error =
