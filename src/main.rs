@@ -83,26 +83,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
                  lost on exit and invisible to encoders reading Redis"
             );
             let retention = config.retention;
-            run_with(config, |_| MemoryStore::new(retention)).await
+            run_with(config, |_, _| MemoryStore::new(retention)).await
         }
         StoreChoice::Redis { url, timeout } => {
             let backend = RedisBackend::new(&RedisStoreConfig { url, timeout })
                 .context("--redis-url / REDIS_URL")?;
             tracing::info!(store = %backend.describe(), "using Redis");
             let retention = config.retention;
-            run_with(config, |app| {
-                let keys = StoreKeys::for_set(&app.redis_key);
-                tracing::info!(app = %app.id, set = %keys.set, times = %keys.times, "app set in Redis");
-                backend.store(keys, retention)
-            })
-            .await
+            let feed_stop = CancellationToken::new();
+            let stores: Vec<_> = config
+                .apps
+                .iter()
+                .map(|app| {
+                    let keys = StoreKeys::for_set(&app.redis_key);
+                    tracing::info!(app = %app.id, set = %keys.set, times = %keys.times, feed = %keys.feed, "app set in Redis");
+                    backend.store(keys, retention)
+                })
+                .collect();
+            let feed = tokio::spawn(backend.run_feed(feed_stop.clone()));
+            let result = run_with(config, |index, _| stores[index].clone()).await;
+            feed_stop.cancel();
+            let _ = feed.await;
+            result
         }
     }
 }
 
 async fn run_with<S: OccupancyStore>(
     config: Config,
-    store_for: impl Fn(&AppConfig) -> S,
+    store_for: impl Fn(usize, &AppConfig) -> S,
 ) -> anyhow::Result<()> {
     let mut apps = Vec::new();
     let mut webhook_keys = Vec::new();
@@ -125,7 +134,7 @@ async fn run_with<S: OccupancyStore>(
             });
         }
         tracing::info!(app = %app.id, api = %app.api_url, "publishing through Pusher");
-        apps.push(App::new(app.id.clone(), store_for(app), publisher));
+        apps.push(App::new(app.id.clone(), store_for(index, app), publisher));
     }
 
     let signal = shutdown_signal().context("cannot watch for SIGTERM and Ctrl-C")?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::apps::{App, Apps, ChangeBatch};
+use crate::apps::{App, Apps};
 use crate::store::{OccupancyStore, now_ms};
 
 /// Reconciles every app until `shutdown`: now, then every `interval`, and whenever `recovered`
@@ -78,10 +78,6 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
                 removed_channels = ?repairs.removed.iter().take(20).collect::<Vec<_>>(),
                 "reconciled: repaired the set from Pusher's channel list"
             );
-            let _ = app.changes.send(Arc::new(ChangeBatch {
-                occupied: repairs.added,
-                vacated: repairs.removed,
-            }));
         }
         Err(err) => {
             tracing::warn!(app = %app.id, error = ?err, "reconcile failed: store unavailable")

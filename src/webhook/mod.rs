@@ -29,7 +29,7 @@ use serde_json::json;
 
 pub use self::payload::{Batch, PayloadError};
 pub use self::signature::{SignatureError, WebhookKey, WebhookKeys, sign};
-use crate::apps::{Apps, ChangeBatch};
+use crate::apps::Apps;
 use crate::store::{Occupancy, OccupancyStore, StoreError};
 
 /// The path Pusher is configured to post to.
@@ -130,19 +130,12 @@ async fn receive<S: OccupancyStore>(
         }
     };
 
-    let mut changes = ChangeBatch::default();
-    for event in &applied.applied {
-        let name = event.channel.as_str().to_owned();
-        match event.occupancy {
-            Occupancy::Occupied => changes.occupied.push(name),
-            Occupancy::Vacated => changes.vacated.push(name),
-        }
-    }
-    let (occupied, vacated) = (changes.occupied.len(), changes.vacated.len());
-    if occupied + vacated > 0 {
-        // No watcher is not an error.
-        let _ = app.changes.send(Arc::new(changes));
-    }
+    let occupied = applied
+        .applied
+        .iter()
+        .filter(|e| e.occupancy == Occupancy::Occupied)
+        .count();
+    let vacated = applied.applied.len() - occupied;
     if applied.stale > 0 {
         tracing::debug!(app = %app.id, stale = applied.stale, time_ms = batch.time_ms, "stale webhook events ignored");
     }
