@@ -81,7 +81,9 @@ withEnv((env) => {
     it("survives a restart of the gate: after it, a new webhook is seen locally", async () => {
       const kept = uniqueChannel("node-cached");
       await sendWebhook(env, "channel_occupied", kept);
-      const client = new OccupancyClient(env.OCCUPANCY_ADDR, { cached: true, failOpen: false });
+      const proxy = new TapProxy(env.OCCUPANCY_ADDR);
+      await proxy.start();
+      const client = new OccupancyClient(proxy.target, { cached: true, failOpen: false });
       try {
         await client.waitForSync();
         assert.equal(await client.isOccupied(kept), true);
@@ -90,8 +92,11 @@ withEnv((env) => {
         await sendWebhook(env, "channel_occupied", channel);
         await seesLocally(client, channel, true, 8000);
         assert.equal(await client.isOccupied(kept), true, "the resynchronised copy keeps what Redis kept");
+        assert.ok(proxy.connections >= 2, "the subscription was re-established on a new connection");
+        assert.ok(proxy.count(FRAME.HEADERS) >= 2, "WatchOccupancy was called again after the restart");
       } finally {
         client.close();
+        await proxy.stop();
       }
     });
 

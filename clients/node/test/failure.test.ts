@@ -292,15 +292,20 @@ withEnv((env) => {
     it("survives a restart of the gate (POST $OCCUPANCY_HARNESS_URL/restart-gate)", async () => {
       const channel = uniqueChannel();
       await sendWebhook(env, "channel_occupied", channel);
-      const client = new OccupancyClient(env.OCCUPANCY_ADDR, { failOpen: false });
+      // Through the tap, to see the client open a new connection to the new gate process.
+      const proxy = new TapProxy(env.OCCUPANCY_ADDR);
+      await proxy.start();
+      const client = new OccupancyClient(proxy.target, { failOpen: false });
       try {
         assert.equal(await client.isOccupied(channel), true);
         await restartGate();
         const took = await eventually("a call succeeds after the restart", async () => client.isOccupied(channel), 4000, 50);
         assert.ok(took < 3500, `back after ${took} ms`);
         assert.equal(await client.isOccupied(channel), true, "same Redis: the set survives");
+        assert.ok(proxy.connections >= 2, "the client reconnected to the restarted gate");
       } finally {
         client.close();
+        await proxy.stop();
       }
     });
   });
