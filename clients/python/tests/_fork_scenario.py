@@ -2,7 +2,8 @@
 (GRPC_ENABLE_FORK_SUPPORT) the test sets: a client used in the parent, then a
 multiprocessing 'fork' pool, then os.fork() children, then the parent again.
 
-Usage: python3 _fork_scenario.py ADDR CHANNEL; prints one line per call:
+Usage: python3 _fork_scenario.py ADDR CHANNEL [--lazy]; with --lazy the parent
+makes no call before the pool. Prints one line per call:
 ``<who> ok <answer>`` or ``<who> err <code> <details>``.
 """
 
@@ -30,7 +31,8 @@ def pool_check(i: int) -> str:
 
 
 def main() -> None:
-    print(check("parent"), flush=True)
+    if "--lazy" not in sys.argv:
+        print(check("parent"), flush=True)
     with multiprocessing.get_context("fork").Pool(2) as pool:
         for line in pool.map(pool_check, range(4), chunksize=1):
             print(line, flush=True)

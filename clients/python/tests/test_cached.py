@@ -78,6 +78,7 @@ def test_not_synchronised_answers_the_outage_answer(env: Env) -> None:
         assert c.is_occupied(unique_channel()) is True
     assert [e.code for e in seen] == [grpc.StatusCode.UNAVAILABLE] * 2
     assert "not synchronised" in seen[0].details
+    assert "last stream error: UNAVAILABLE" in seen[0].details
 
     with Client(env.dead_addr, cached=True, check_timeout=0.3, fail_open=False) as c:
         with pytest.raises(OccupancyError) as info:

@@ -116,6 +116,16 @@ def test_publish_rejects_a_single_string_locally(client: Client) -> None:
         client.publish_if_occupied("jobs", "progress", "{}")
 
 
+def test_arguments_of_the_wrong_type_raise_type_error(env: Env) -> None:
+    with Client(env.dead_addr) as c:
+        with pytest.raises(TypeError):
+            c.is_occupied(42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            c.publish_if_occupied(["ok"], "progress", {"pct": 1})  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            c.publish_if_occupied([b"ok"], "progress", "{}")  # type: ignore[list-item]
+
+
 def test_construction_touches_nothing_and_one_channel_is_reused(
     env: Env, forwarder: Forwarder
 ) -> None:
@@ -317,6 +327,16 @@ def test_default_check_deadline_is_one_second(blackhole_addr: str) -> None:
         elapsed = time.monotonic() - started
     assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert 0.9 <= elapsed < 2.0, elapsed
+
+
+def test_default_publish_deadline_is_five_seconds(blackhole_addr: str) -> None:
+    with Client(blackhole_addr) as c:
+        started = time.monotonic()
+        with pytest.raises(OccupancyError) as info:
+            c.publish_if_occupied([unique_channel()], "progress", "{}")
+        elapsed = time.monotonic() - started
+    assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 4.9 <= elapsed < 6.0, elapsed
 
 
 def test_deadline_applies_to_publish(blackhole_addr: str) -> None:

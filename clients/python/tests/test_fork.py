@@ -103,6 +103,28 @@ def test_multiprocessing_fork_pool_then_os_fork(env: Env) -> None:
             _inherited = None
 
 
+def test_cached_client_in_a_fork_pool(env: Env) -> None:
+    # The parent's subscription thread is inside gRPC when the pool forks
+    # (gRPC then logs "skipping fork() handlers"); every worker still starts a
+    # subscription of its own, and the parent's carries on.
+    global _inherited, _pool_channel
+    channel = unique_channel("cpool")
+    env.occupy(channel)
+    with Client(env.addr, cached=True, fail_open=False) as client:
+        _inherited, _pool_channel = client, channel
+        try:
+            assert client.wait_synced(10)
+            with multiprocessing.get_context("fork").Pool(3) as pool:
+                answers = pool.map(_pool_check, range(6), chunksize=1)
+            assert all(occupied for _, occupied in answers), answers
+            later = unique_channel("cpool")
+            env.occupy(later)
+            assert eventually(lambda: client.is_occupied(later), timeout=5)
+            assert in_child(lambda: client.is_occupied(later)) == "ok True"
+        finally:
+            _inherited = None
+
+
 def test_a_publish_from_a_child(env: Env) -> None:
     channel = unique_channel("fork")
     env.occupy(channel)
@@ -122,12 +144,12 @@ def test_closed_in_the_parent_is_closed_in_the_child(env: Env) -> None:
     )
 
 
-def _scenario(env: Env, fork_support: str) -> list[str]:
+def _scenario(env: Env, fork_support: str, *extra: str) -> list[str]:
     channel = unique_channel("forkenv")
     env.occupy(channel)
     child_env = dict(os.environ, GRPC_ENABLE_FORK_SUPPORT=fork_support)
     done = subprocess.run(
-        [sys.executable, str(HERE / "_fork_scenario.py"), env.addr, channel],
+        [sys.executable, str(HERE / "_fork_scenario.py"), env.addr, channel, *extra],
         env=child_env,
         capture_output=True,
         text=True,
@@ -157,6 +179,19 @@ def test_fork_support_disabled_gives_a_clear_error_not_a_hang(env: Env) -> None:
         assert "GRPC_ENABLE_FORK_SUPPORT" in line, line
     assert "parent-after-pool ok True" in lines
     assert "parent-after-fork ok True" in lines
+
+
+def test_construction_touches_no_grpc_runtime(env: Env) -> None:
+    # With fork support off, a child of a process that used gRPC cannot use it.
+    # A client only constructed before the pool forks works in the workers, so
+    # construction did not touch gRPC; once the parent calls, later children
+    # get the clear error.
+    lines = _scenario(env, "false", "--lazy")
+    pool = [line for line in lines if line.startswith("pool")]
+    assert len(pool) == 4 and all(line.endswith(" ok True") for line in pool), lines
+    assert "parent-after-pool ok True" in lines
+    children = [line for line in lines if line.startswith("child")]
+    assert len(children) == 3 and all("FAILED_PRECONDITION" in line for line in children), lines
 
 
 def test_asyncio_client_in_a_child_forked_between_event_loops(env: Env) -> None:
