@@ -21,7 +21,6 @@ import io.occupancy.v1.IsOccupiedResponse;
 import io.occupancy.v1.OccupancyGrpc;
 import io.occupancy.v1.PublishIfOccupiedRequest;
 import io.occupancy.v1.PublishIfOccupiedResponse;
-import java.io.File;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Path;
@@ -382,7 +381,7 @@ public final class OccupancyClient implements OccupancyGate {
     cache.start();
     Boolean answer = cache.answer(channel);
     if (answer == null && !cache.firstSync().isDone()) {
-      long left = createdOrStartedGrace();
+      long left = firstSyncGraceNanos();
       if (left > 0) {
         try {
           cache.firstSync().get(left, TimeUnit.NANOSECONDS);
@@ -406,16 +405,24 @@ public final class OccupancyClient implements OccupancyGate {
     if (answer != null) {
       return CompletableFuture.completedFuture(answer);
     }
-    long left = cache.firstSync().isDone() ? 0 : createdOrStartedGrace();
+    long left = cache.firstSync().isDone() ? 0 : firstSyncGraceNanos();
     CompletableFuture<Void> wait =
         left > 0
             ? cache.firstSync().copy().completeOnTimeout(null, left, TimeUnit.NANOSECONDS)
             : CompletableFuture.completedFuture(null);
-    return wait.thenApply(
-        ignored -> {
+    // Completed by hand, not with thenApply, so a raised error reaches the caller's handlers as
+    // the OccupancyException itself rather than wrapped in a CompletionException.
+    CompletableFuture<Boolean> result = new CompletableFuture<>();
+    wait.whenComplete(
+        (ignored, never) -> {
           Boolean now = cache.answer(channel);
-          return now != null ? now : failedCheck(cache.notSynchronised());
+          try {
+            result.complete(now != null ? now : failedCheck(cache.notSynchronised()));
+          } catch (RuntimeException raised) {
+            result.completeExceptionally(raised);
+          }
         });
+    return result;
   }
 
   /**
@@ -423,7 +430,7 @@ public final class OccupancyClient implements OccupancyGate {
    * the subscription started, so the first checks of a new cached client get the gate's answer
    * rather than the outage answer, and are bounded as a direct call would be.
    */
-  private long createdOrStartedGrace() {
+  private long firstSyncGraceNanos() {
     return cache.startedNanos() + settings.checkTimeout.toNanos() - System.nanoTime();
   }
 

@@ -14,7 +14,6 @@ import io.grpc.ForwardingClientCallListener;
 import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
-import io.occupancy.v1.OccupancyGrpc;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -145,6 +144,12 @@ class CachedModeTest {
           assertThrows(
               OccupancyException.class, () -> raising.isOccupied(Harness.channel("nosync")));
       assertEquals(Status.Code.UNAVAILABLE, error.getCode());
+      Throwable seenByHandler =
+          raising
+              .isOccupiedAsync(Harness.channel("nosync"))
+              .handle((answer, thrown) -> thrown)
+              .get(5, TimeUnit.SECONDS);
+      assertEquals(Status.Code.UNAVAILABLE, ((OccupancyException) seenByHandler).getCode());
       assertFalse(raising.awaitSynchronised(Duration.ofMillis(300)));
     }
   }

@@ -144,6 +144,12 @@ class FailurePolicyTest {
               ExecutionException.class,
               () -> raising.isOccupiedAsync(Harness.channel("dead")).get(10, TimeUnit.SECONDS));
       assertEquals(Status.Code.UNAVAILABLE, ((OccupancyException) error.getCause()).getCode());
+      Throwable seenByHandler =
+          raising
+              .isOccupiedAsync(Harness.channel("dead"))
+              .handle((answer, thrown) -> thrown)
+              .get(10, TimeUnit.SECONDS);
+      assertInstanceOf(OccupancyException.class, seenByHandler, "not wrapped");
     }
   }
 
