@@ -56,7 +56,7 @@ class CachedModeTest < Minitest::Test
     before = random_channel
     gate = client(cached: true, fail_open: false)
     occupy(before)
-    eventually("synchronised") { gate.synced? && gate.occupied?(before) }
+    eventually("synchronised, with the channel") { gate.occupied?(before) && gate.synced? }
 
     restart_gate
 
