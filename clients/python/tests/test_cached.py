@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import threading
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -158,7 +159,9 @@ def test_resubscribes_while_the_gate_is_down(env: Env, forwarder: Forwarder) -> 
         assert eventually(lambda: c.is_occupied(channel), timeout=5)
 
 
-def msg(kind: int, occupied: tuple[str, ...] = (), vacated: tuple[str, ...] = ()) -> object:
+def msg(
+    kind: Any, occupied: tuple[str, ...] = (), vacated: tuple[str, ...] = ()
+) -> occupancy_pb2.WatchOccupancyResponse:
     return occupancy_pb2.WatchOccupancyResponse(kind=kind, occupied=occupied, vacated=vacated)
 
 

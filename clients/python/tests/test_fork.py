@@ -130,7 +130,9 @@ def test_a_publish_from_a_child(env: Env) -> None:
     env.occupy(channel)
     with Client(env.addr) as client:
         assert client.is_occupied(channel) is True
-        answer = in_child(lambda: client.publish_if_occupied([channel], "from-child", "{}").published)
+        answer = in_child(
+            lambda: client.publish_if_occupied([channel], "from-child", "{}").published
+        )
         assert answer == f"ok ({channel!r},)"
     assert [c["body"]["name"] for c in env.calls_for(channel)] == ["from-child"]
 

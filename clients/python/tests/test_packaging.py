@@ -23,8 +23,18 @@ def test_wheel_built_from_the_git_repository_carries_the_licence(tmp_path: Path)
     # with this checkout's committed HEAD standing in for the public URL.
     url = f"git+file://{REPO}#subdirectory=clients/python"
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-q", "-w", str(tmp_path), url],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -344,5 +344,7 @@ class _Watcher:
                 break
             self._state.broken(err)
             delay = next(delays)
-            _common.logger.debug("occupancy watch stream broke (%s); resubscribing in %.1fs", err, delay)
+            _common.logger.debug(
+                "occupancy watch stream broke (%s); resubscribing in %.1fs", err, delay
+            )
             self._stopped.wait(delay)

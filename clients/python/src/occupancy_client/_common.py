@@ -315,9 +315,7 @@ class WarnAtMostEvery:
                 self._suppressed += 1
                 return
             suppressed, self._suppressed, self._last = self._suppressed, 0, now
-        more = (
-            f"; {suppressed} more swallowed since the last warning" if suppressed else ""
-        )
+        more = f"; {suppressed} more swallowed since the last warning" if suppressed else ""
         logger.warning(
             "occupancy gate unusable, assuming the channel is occupied (fail-open): %s%s",
             err,

@@ -106,9 +106,7 @@ class Client:
             state = self._state
             if not state.settled.is_set() and self._synced_event is not None:
                 try:
-                    await asyncio.wait_for(
-                        self._synced_event.wait(), self._settings.check_timeout
-                    )
+                    await asyncio.wait_for(self._synced_event.wait(), self._settings.check_timeout)
                 except asyncio.TimeoutError:
                     pass
             return state.answer(channel, fail_open=self._settings.fail_open, hook=self._hook)
@@ -175,7 +173,7 @@ class Client:
             except asyncio.CancelledError:
                 pass
         if channel is not None:
-            await channel.close()
+            await channel.close(None)
 
     async def __aenter__(self) -> Client:
         return self
@@ -318,5 +316,7 @@ async def _watch(
         state.broken(err)
         settled.set()
         delay = next(delays)
-        _common.logger.debug("occupancy watch stream broke (%s); resubscribing in %.1fs", err, delay)
+        _common.logger.debug(
+            "occupancy watch stream broke (%s); resubscribing in %.1fs", err, delay
+        )
         await asyncio.sleep(delay)
