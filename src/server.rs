@@ -15,7 +15,7 @@ use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
 use crate::apps::Apps;
-use crate::gate::Gate;
+use crate::gate::{Coalescer, Gate};
 use crate::grpc_auth::BearerTokens;
 use crate::health;
 use crate::proto::occupancy_server::OccupancyServer;
@@ -91,7 +91,8 @@ pub async fn serve<S: OccupancyStore>(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let gate = Gate::new(settings.apps.clone(), shutdown.clone());
+    let coalescer = Arc::new(Coalescer::new(shutdown.clone()));
+    let gate = Gate::new(settings.apps.clone(), coalescer.clone(), shutdown.clone());
     let tokens = settings.grpc_tokens;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = settings.grpc_tls {
@@ -129,6 +130,8 @@ pub async fn serve<S: OccupancyStore>(
     );
     // If one server failed, stop the other and the background tasks too.
     shutdown.cancel();
+    // Held coalesced updates go out now rather than being lost.
+    coalescer.drain().await;
     if let Err(err) = health_task.await {
         tracing::error!(%err, "the health task panicked");
     }

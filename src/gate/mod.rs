@@ -4,6 +4,7 @@
 //! is the saving the whole service exists for. Occupied channels of one publish share a single
 //! Pusher API call.
 
+pub mod coalesce;
 pub mod request;
 mod status;
 mod watch;
@@ -13,6 +14,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+pub use self::coalesce::Coalescer;
+use self::coalesce::Decision;
 use crate::apps::{App, Apps};
 use crate::proto::occupancy_server::Occupancy;
 use crate::proto::{
@@ -25,12 +28,18 @@ use crate::store::OccupancyStore;
 pub struct Gate<S> {
     apps: Arc<Apps<S>>,
     shutdown: CancellationToken,
+    coalescer: Arc<Coalescer>,
 }
 
 impl<S> Gate<S> {
-    /// A gate answering for `apps`; watch streams end when `shutdown` is cancelled.
-    pub fn new(apps: Arc<Apps<S>>, shutdown: CancellationToken) -> Self {
-        Self { apps, shutdown }
+    /// A gate answering for `apps`; watch streams end when `shutdown` is cancelled, and held
+    /// updates of `coalescer` are sent then.
+    pub fn new(apps: Arc<Apps<S>>, coalescer: Arc<Coalescer>, shutdown: CancellationToken) -> Self {
+        Self {
+            apps,
+            shutdown,
+            coalescer,
+        }
     }
 
     fn app(&self, app_id: &str) -> Result<&Arc<App<S>>, Status> {
@@ -79,31 +88,65 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         let live: Vec<_> = live.into_iter().map(|(c, _)| c).collect();
         let skipped: Vec<String> = vacant.into_iter().map(|(c, _)| c.to_string()).collect();
 
-        if !live.is_empty() {
+        // With coalescing, some occupied channels go out now and the others are held.
+        let (now, deferred, superseded) = match publish.coalesce {
+            None => (live, Vec::new(), 0),
+            Some(interval) => {
+                let decisions = self.coalescer.decide(
+                    app,
+                    &live,
+                    &publish.event,
+                    &publish.data,
+                    publish.socket_id.as_deref(),
+                    interval,
+                );
+                let mut now = Vec::new();
+                let mut deferred = Vec::new();
+                let mut superseded = 0u32;
+                for (channel, decision) in live.into_iter().zip(decisions) {
+                    match decision {
+                        Decision::Now => now.push(channel),
+                        Decision::Deferred {
+                            superseded: replaced,
+                        } => {
+                            superseded += u32::from(replaced);
+                            deferred.push(channel.to_string());
+                        }
+                    }
+                }
+                (now, deferred, superseded)
+            }
+        };
+
+        if !now.is_empty() {
             app.publisher
                 .trigger(
-                    &live,
+                    &now,
                     &publish.event,
                     &publish.data,
                     publish.socket_id.as_deref(),
                 )
                 .await
                 .map_err(|err| {
-                    tracing::warn!(app = %app.id, error = %err, event = %publish.event, channels = live.len(), "publish failed");
+                    tracing::warn!(app = %app.id, error = %err, event = %publish.event, channels = now.len(), "publish failed");
                     status::publish(err)
                 })?;
         }
         tracing::debug!(
             app = %app.id,
             event = %publish.event,
-            published = live.len(),
+            published = now.len(),
             skipped = skipped.len(),
+            deferred = deferred.len(),
+            superseded,
             "publish gated"
         );
         Ok(Response::new(PublishIfOccupiedResponse {
-            published: live.into_iter().map(|c| c.to_string()).collect(),
+            published: now.into_iter().map(|c| c.to_string()).collect(),
             skipped,
-            ..Default::default()
+            deferred,
+            superseded,
+            store_unavailable: false,
         }))
     }
 
