@@ -72,10 +72,10 @@ class CachedModeTest < Minitest::Test
 
   def test_not_synchronised_answers_the_failure_policy
     seen = []
-    open_gate = client(env("OCCUPANCY_DEAD_ADDR"), cached: true, check_timeout: 0.3, on_error: ->(e) { seen << e })
+    open_gate = client(env("OCCUPANCY_DEAD_ADDR"), cached: true, check_timeout: 2, on_error: ->(e) { seen << e })
     elapsed = timed { assert_equal true, open_gate.occupied?(random_channel) }
-    assert_operator elapsed, :<, 0.3, "a refused subscription answers at once"
-    assert_operator timed { open_gate.occupied?(random_channel) }, :<, 0.1
+    assert_operator elapsed, :<, 1.0, "a refused subscription answers without waiting for check_timeout"
+    assert_operator timed { open_gate.occupied?(random_channel) }, :<, 0.2
     seen.pop
     refute open_gate.synced?
     assert_equal ["UNAVAILABLE"], seen.map(&:code_name)
@@ -92,8 +92,9 @@ class CachedModeTest < Minitest::Test
     gate = client("127.0.0.1:#{hung.addr[1]}", cached: true, check_timeout: 0.3, on_error: ->(e) { seen << e })
 
     elapsed = timed { assert_equal true, gate.occupied?(random_channel) }
-    assert_in_delta 0.3, elapsed, 0.15
-    assert_operator timed { gate.occupied?(random_channel) }, :<, 0.1, "later checks do not wait"
+    assert_operator elapsed, :>=, 0.28
+    assert_operator elapsed, :<=, 0.8
+    assert_operator timed { gate.occupied?(random_channel) }, :<, 0.2, "later checks do not wait"
     assert_equal %w[UNAVAILABLE UNAVAILABLE], seen.map(&:code_name)
   ensure
     hung&.close
@@ -239,10 +240,13 @@ class WatcherTest < Minitest::Test
     watcher.stop
 
     gaps = times.each_cons(2).map { |a, b| b - a }
+    shown = gaps.map { |g| g.round(2) }
+    # Scheduling only ever adds delay, so the bounds are lopsided.
     [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0].each_with_index do |want, i|
-      assert_in_delta want, gaps[i], 0.08, "gap #{i}: #{gaps.map { |g| g.round(2) }}"
+      assert_operator gaps[i], :>=, want - 0.02, "gap #{i}: #{shown}"
+      assert_operator gaps[i], :<=, want + [0.12, want * 0.2].max, "gap #{i}: #{shown}"
     end
-    assert_in_delta 0.1, gaps[7], 0.08, "after a sync the backoff starts again at 100 ms: #{gaps.inspect}"
+    assert_operator gaps[7], :<=, 0.25, "after a sync the backoff starts again at 100 ms: #{shown}"
   end
 
   def test_stop_interrupts_the_backoff
@@ -252,6 +256,6 @@ class WatcherTest < Minitest::Test
     )
     watcher.start
     sleep 3.5 # backoff now 2 s
-    assert_operator timed { watcher.stop }, :<, 0.2
+    assert_operator timed { watcher.stop }, :<, 0.5
   end
 end

@@ -196,7 +196,8 @@ class ConnectionTest < Minitest::Test
         false
       end
     end
-    assert_operator elapsed, :<, 3.0, "reconnected within the 2 s cap (plus jitter)"
+    # Uncapped, the next attempt would come ~5-6 s after the gate is back.
+    assert_operator elapsed, :<, 3.5, "reconnected within the 2 s cap (plus jitter)"
   end
 
   def test_a_restarted_gate_is_reached_again_within_seconds
@@ -214,7 +215,7 @@ class ConnectionTest < Minitest::Test
         false
       end
     end
-    assert_operator elapsed, :<, 3.0
+    assert_operator elapsed, :<, 5.0, "back within seconds"
   end
 end
 
