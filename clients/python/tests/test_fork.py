@@ -183,6 +183,33 @@ def test_fork_support_disabled_gives_a_clear_error_not_a_hang(env: Env) -> None:
     assert "parent-after-fork ok True" in lines
 
 
+def test_children_exiting_normally_leave_the_parent_alone(env: Env) -> None:
+    channel = unique_channel("exit")
+    env.occupy(channel)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "_fork_exit_scenario.py"), env.addr, channel],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:5] == [
+        "parent True True",
+        "child0 True True",
+        "child1 True True",
+        "child2 True True",
+        "parent-after True True",
+    ], lines
+    parent = lines[5].split()[1]
+    broken = [
+        line
+        for line in done.stderr.splitlines()
+        if line.startswith(f"{parent} ") and "stream broke" in line
+    ]
+    assert broken == [], "a child's exit broke the parent's subscription"
+
+
 def test_construction_touches_no_grpc_runtime(env: Env) -> None:
     # With fork support off, a child of a process that used gRPC cannot use it.
     # A client only constructed before the pool forks works in the workers, so

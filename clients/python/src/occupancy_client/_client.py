@@ -307,9 +307,12 @@ class _Watcher:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._call: Any = None
+        self._pid = os.getpid()
         self.thread = threading.Thread(target=self._run, name="occupancy-watch", daemon=True)
 
     def stop(self) -> None:
+        if os.getpid() != self._pid:
+            return  # the parent's subscription, seen from a forked child: not ours
         self._stopped.set()
         with self._lock:
             call = self._call
