@@ -23,7 +23,7 @@ Gem::Specification.new do |spec|
   spec.license = "MIT OR Apache-2.0"
   spec.required_ruby_version = ">= 3.0"
 
-  spec.files = Dir["lib/**/*.rb"] + %w[README.md LICENSE-MIT LICENSE-APACHE]
+  spec.files = Dir.glob("lib/**/*.rb", base: __dir__) + %w[README.md LICENSE-MIT LICENSE-APACHE]
   spec.require_paths = ["lib"]
 
   # The stubs use the serialized-descriptor form, which loads with both
