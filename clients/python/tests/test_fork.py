@@ -238,6 +238,30 @@ def test_asyncio_client_in_a_child_forked_between_event_loops(env: Env) -> None:
     asyncio.run(client.close())
 
 
+def test_asyncio_cached_client_in_a_child_forked_between_event_loops(env: Env) -> None:
+    before, after = unique_channel("aiocfork"), unique_channel("aiocfork")
+    env.occupy(before)
+    client = occupancy_client.aio.Client(env.addr, cached=True, fail_open=False)
+
+    async def check(channel: str) -> bool:
+        return await client.is_occupied(channel)
+
+    async def child() -> bool:
+        assert await client.is_occupied(before) is True
+        env.occupy(after)
+        deadline = time.monotonic() + 5
+        while not await client.is_occupied(after):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    assert asyncio.run(check(before)) is True
+    assert in_child(lambda: asyncio.run(child())) == "ok True"
+    assert asyncio.run(check(after)) is True
+    asyncio.run(client.close())
+
+
 def test_asyncio_client_forked_inside_a_running_loop_gives_a_clear_error(env: Env) -> None:
     channel = unique_channel("aiofork")
     env.occupy(channel)
