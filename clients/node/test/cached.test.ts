@@ -100,7 +100,8 @@ withEnv((env) => {
       }
     });
 
-    it("resubscribes with backoff capped at 2 s: re-synchronised within a few seconds of a long outage ending", async () => {
+    it("resubscribes after the stream breaks: fails open meanwhile, re-synchronised within seconds of a long outage ending", async () => {
+      // The exact backoff sequence (100 ms doubling to 2 s) is checked in protocol.test.ts.
       assert.equal(RESUBSCRIBE_INITIAL_MS, 100);
       assert.equal(RESUBSCRIBE_MAX_MS, 2000);
       const proxy = new TapProxy(env.OCCUPANCY_ADDR);
@@ -118,7 +119,8 @@ withEnv((env) => {
         await sendWebhook(env, "channel_occupied", channel);
         await proxy.start();
         const took = await eventually("re-synchronised", () => client.isSynced, 8000, 25);
-        assert.ok(took < 5000, `re-synchronised after ${took} ms`);
+        // At most 2 s of resubscribe backoff plus at most 2.4 s of grpc-js reconnect backoff.
+        assert.ok(took < 5500, `re-synchronised after ${took} ms`);
         assert.equal(await client.isOccupied(channel), true);
         assert.equal(await client.isOccupied(uniqueChannel()), false);
       } finally {

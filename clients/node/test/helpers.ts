@@ -198,13 +198,18 @@ export const FRAME = { HEADERS: 0x1, PING: 0x6 } as const;
 /**
  * A TCP proxy in front of the real gate (plaintext only). `stop()` makes the
  * gate unreachable (listener closed, connections dropped), `start()` brings it
- * back on the same port. It counts accepted connections and the HTTP/2 frames
+ * back on the same port; `refusing` closes each new connection at once and
+ * `acceptedAt` records when each arrived, so reconnect attempts can be timed. It counts accepted connections and the HTTP/2 frames
  * the client sends (a PING without the ACK flag is a keepalive ping; a HEADERS
  * frame opens a call).
  */
 export class TapProxy {
   port = 0;
   connections = 0;
+  /** When each connection was accepted (ms since the epoch). */
+  readonly acceptedAt: number[] = [];
+  /** While true, connections are accepted and closed at once: a gate that is down but whose port answers. */
+  refusing = false;
   private readonly frames: Array<{ type: number; flags: number }> = [];
   private readonly sockets = new Set<Socket>();
   private server: Server | undefined;
@@ -228,6 +233,11 @@ export class TapProxy {
     const [host, port] = splitHostPort(this.upstream);
     const server = createServer((client) => {
       this.connections += 1;
+      this.acceptedAt.push(Date.now());
+      if (this.refusing) {
+        client.destroy();
+        return;
+      }
       const upstream = connect(port, host);
       this.sockets.add(client);
       this.sockets.add(upstream);
@@ -265,6 +275,12 @@ export class TapProxy {
     assert.ok(address !== null && typeof address === "object");
     this.port = address.port;
     this.server = server;
+  }
+
+  /** Drops every open connection (the listener stays). */
+  dropConnections(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
   }
 
   async stop(): Promise<void> {
