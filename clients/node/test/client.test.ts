@@ -7,6 +7,7 @@ import {
   DEFAULT_CHANNEL_OPTIONS,
   DEFAULT_CHECK_TIMEOUT_MS,
   DEFAULT_PUBLISH_TIMEOUT_MS,
+  DEFAULT_SYNC_TIMEOUT_MS,
   OccupancyClient,
   OccupancyClosedError,
   OccupancyError,
@@ -231,8 +232,9 @@ withEnv((env) => {
   });
 
   describe("construction", () => {
-    it("has the documented defaults: 1 s check, 5 s publish, reconnect backoff 100 ms to 2 s", () => {
+    it("has the documented defaults: 1 s check, 5 s publish, 5 s waitForSync, reconnect backoff 100 ms to 2 s", () => {
       assert.equal(DEFAULT_CHECK_TIMEOUT_MS, 1000);
+      assert.equal(DEFAULT_SYNC_TIMEOUT_MS, 5000);
       assert.equal(DEFAULT_PUBLISH_TIMEOUT_MS, 5000);
       assert.deepEqual(
         { ...DEFAULT_CHANNEL_OPTIONS },
