@@ -120,12 +120,18 @@ impl Freshness {
         heard != 0 && now_ms().saturating_sub(heard) <= STALENESS_BOUND.as_millis() as u64
     }
 
+    fn synced(&self) {
+        self.heard();
+        crate::metrics::metrics().feed_up.set(1);
+    }
+
     fn heard(&self) {
         self.heard_at_ms.store(now_ms(), Ordering::Release);
     }
 
     fn lost(&self) {
         self.heard_at_ms.store(0, Ordering::Release);
+        crate::metrics::metrics().feed_up.set(0);
     }
 
     fn silent_for(&self) -> Duration {
@@ -203,7 +209,7 @@ async fn follow(
             .map_err(FeedError::Reload)?;
         cache.replace(members);
     }
-    backend.freshness().heard();
+    backend.freshness().synced();
     if !*was_up {
         tracing::info!(
             apps = caches.len(),

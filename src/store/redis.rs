@@ -26,6 +26,7 @@ use super::{
     Applied, ChangeBatch, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError,
 };
 use crate::channel::ChannelName;
+use crate::metrics::{count, metrics, observe};
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -212,7 +213,10 @@ impl RedisBackend {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        match request(self.connection()).await {
+        let started = std::time::Instant::now();
+        let result = request(self.connection()).await;
+        observe(&metrics().store_duration, &[], started.elapsed());
+        match result {
             Ok(value) => {
                 self.shared.timeouts.store(0, Ordering::Relaxed);
                 Ok(value)
@@ -230,7 +234,13 @@ impl RedisBackend {
                         self.rebuild();
                     }
                 }
-                Err(classify(err))
+                let err = classify(err);
+                let kind = match err {
+                    StoreError::Unavailable(_) => "unavailable",
+                    _ => "failed",
+                };
+                count(&metrics().store_errors, &[("kind", kind)], 1);
+                Err(err)
             }
         }
     }
