@@ -106,6 +106,7 @@ impl ToolError {
     }
 }
 
+/// A [`ToolError::Usage`]: the tools' one way to say "fix the command line".
 pub(crate) fn usage(option: &'static str, reason: impl Into<String>) -> ToolError {
     ToolError::Usage {
         option,
