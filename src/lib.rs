@@ -23,4 +23,5 @@ pub mod pusher;
 pub mod reconcile;
 pub mod server;
 pub mod store;
+pub mod tools;
 pub mod webhook;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -22,7 +21,10 @@ use occupancy::store::{MemoryStore, OccupancyStore, RedisBackend, RedisStoreConf
 use occupancy::webhook::{WebhookKey, WebhookKeys};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    if let Some(code) = occupancy::tools::run_if_tool(std::env::args_os()) {
+        return code;
+    }
+    let cli: Cli = match occupancy::tools::parse_server_cli() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(), // --help, --version
         Err(err) => {
