@@ -74,7 +74,6 @@ async fn is_occupied(
         .is_occupied(IsOccupiedRequest {
             channel: channel.into(),
             app_id: app_id.into(),
-            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().occupied)
@@ -103,8 +102,7 @@ async fn publish(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_app_has_its_own_set_keys_and_pusher_credentials() {
-    let stub =
-        MultiAppStub::start(&[(A_ID, A_KEY, A_SECRET), (B_ID, B_KEY, B_SECRET)]).await;
+    let stub = MultiAppStub::start(&[(A_ID, A_KEY, A_SECRET), (B_ID, B_KEY, B_SECRET)]).await;
     let redis = RedisServer::start();
     let file = AppsFile::write(&two_apps(&stub.url()));
     let service = Occupancy::start(&[
@@ -116,13 +114,14 @@ async fn each_app_has_its_own_set_keys_and_pusher_credentials() {
     let gate = OccupancyClient::new(service.channel().await);
     let url = service.webhook_url();
 
-    let send = |key: &'static str, secret: &'static str, events: Vec<(&'static str, &'static str)>| {
-        let url = url.clone();
-        async move {
-            let (status, body) = post_signed(&url, key, secret, &webhook_body(&events)).await;
-            assert_eq!(status, StatusCode::OK, "{key}: {body}");
-        }
-    };
+    let send =
+        |key: &'static str, secret: &'static str, events: Vec<(&'static str, &'static str)>| {
+            let url = url.clone();
+            async move {
+                let (status, body) = post_signed(&url, key, secret, &webhook_body(&events)).await;
+                assert_eq!(status, StatusCode::OK, "{key}: {body}");
+            }
+        };
     send(
         A_KEY,
         A_SECRET,
@@ -134,7 +133,12 @@ async fn each_app_has_its_own_set_keys_and_pusher_credentials() {
     .await;
     send(B_KEY, B_SECRET, vec![("channel_occupied", "only-b")]).await;
     // Signed with B's older token (key rotation): B's set.
-    send(B_OLD_KEY, B_OLD_SECRET, vec![("channel_occupied", "rotated-b")]).await;
+    send(
+        B_OLD_KEY,
+        B_OLD_SECRET,
+        vec![("channel_occupied", "rotated-b")],
+    )
+    .await;
     // B vacating a channel it never had leaves A's "shared" alone.
     send(B_KEY, B_SECRET, vec![("channel_vacated", "shared")]).await;
 
@@ -159,9 +163,15 @@ async fn each_app_has_its_own_set_keys_and_pusher_credentials() {
     // IsOccupied routed by app_id.
     assert!(is_occupied(&gate, A_ID, "only-a").await.expect("A answers"));
     assert!(!is_occupied(&gate, B_ID, "only-a").await.expect("B answers"));
-    assert!(is_occupied(&gate, B_ID, "rotated-b").await.expect("B answers"));
+    assert!(
+        is_occupied(&gate, B_ID, "rotated-b")
+            .await
+            .expect("B answers")
+    );
     assert!(!is_occupied(&gate, B_ID, "shared").await.expect("B answers"));
-    let err = is_occupied(&gate, "", "only-a").await.expect_err("ambiguous");
+    let err = is_occupied(&gate, "", "only-a")
+        .await
+        .expect_err("ambiguous");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(
         err.message().contains("app_id")
@@ -169,14 +179,23 @@ async fn each_app_has_its_own_set_keys_and_pusher_credentials() {
             && err.message().contains(B_ID),
         "the message names the field and both ids: {err:?}"
     );
-    let err = is_occupied(&gate, "3003", "only-a").await.expect_err("unknown");
+    let err = is_occupied(&gate, "3003", "only-a")
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
     // PublishIfOccupied: the same routing, and Pusher called as the named app.
-    let err = publish(&gate, "", &["only-a"]).await.expect_err("ambiguous");
+    let err = publish(&gate, "", &["only-a"])
+        .await
+        .expect_err("ambiguous");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains(A_ID) && err.message().contains(B_ID), "{err:?}");
-    let err = publish(&gate, "3003", &["only-a"]).await.expect_err("unknown");
+    assert!(
+        err.message().contains(A_ID) && err.message().contains(B_ID),
+        "{err:?}"
+    );
+    let err = publish(&gate, "3003", &["only-a"])
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(stub.calls().is_empty(), "no call for a refused request");
 
@@ -188,7 +207,10 @@ async fn each_app_has_its_own_set_keys_and_pusher_credentials() {
     let (published, skipped) = publish(&gate, A_ID, &["only-b", "only-a"])
         .await
         .expect("publish as A");
-    assert_eq!((published, skipped), (vec!["only-a".to_owned()], vec!["only-b".to_owned()]));
+    assert_eq!(
+        (published, skipped),
+        (vec!["only-a".to_owned()], vec!["only-b".to_owned()])
+    );
 
     let calls = stub.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
@@ -197,7 +219,10 @@ async fn each_app_has_its_own_set_keys_and_pusher_credentials() {
         (B_ID, B_KEY),
         "{calls:?}"
     );
-    assert!(calls[0].signature_valid, "signed with B's secret: {calls:?}");
+    assert!(
+        calls[0].signature_valid,
+        "signed with B's secret: {calls:?}"
+    );
     assert_eq!(
         calls[0].body,
         json!({"name": "progress", "data": "{}", "channels": ["only-b", "rotated-b"]})
@@ -207,7 +232,10 @@ async fn each_app_has_its_own_set_keys_and_pusher_credentials() {
         (A_ID, A_KEY),
         "{calls:?}"
     );
-    assert!(calls[1].signature_valid, "signed with A's secret: {calls:?}");
+    assert!(
+        calls[1].signature_valid,
+        "signed with A's secret: {calls:?}"
+    );
 
     let log = service.log_text();
     for secret in [A_SECRET, B_SECRET, B_OLD_SECRET] {
@@ -262,12 +290,22 @@ fn single_app_flags_beside_an_apps_file_stop_start_up_with_one_line() {
         (vec!["--apps-file", &path, "--pusher-app-id", "1"], vec![]),
         (vec!["--apps-file", &path, "--pusher-key", "k"], vec![]),
         (
-            vec!["--apps-file", &path, "--pusher-api-url", "http://127.0.0.1:1"],
+            vec![
+                "--apps-file",
+                &path,
+                "--pusher-api-url",
+                "http://127.0.0.1:1",
+            ],
             vec![],
         ),
         (vec!["--apps-file", &path, "--redis-key", "x"], vec![]),
         (
-            vec!["--apps-file", &path, "--pusher-secret", "flagsecret-do-not-echo"],
+            vec![
+                "--apps-file",
+                &path,
+                "--pusher-secret",
+                "flagsecret-do-not-echo",
+            ],
             vec![],
         ),
     ] {
@@ -292,7 +330,15 @@ fn single_app_flags_beside_an_apps_file_stop_start_up_with_one_line() {
 fn pusher_cluster_beside_an_apps_file_is_refused_not_ignored() {
     let file = AppsFile::write(&two_apps("http://127.0.0.1:1"));
     for (args, envs) in [
-        (vec!["--apps-file", file.path().as_str(), "--pusher-cluster", "eu"], vec![]),
+        (
+            vec![
+                "--apps-file",
+                file.path().as_str(),
+                "--pusher-cluster",
+                "eu",
+            ],
+            vec![],
+        ),
         (
             vec!["--apps-file", file.path().as_str()],
             vec![("PUSHER_CLUSTER", "eu")],
@@ -300,8 +346,15 @@ fn pusher_cluster_beside_an_apps_file_is_refused_not_ignored() {
     ] {
         let (code, stderr) = run_to_exit(&args, &envs);
         assert_eq!(code, Some(2), "{args:?} {envs:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "one line expected:\n{stderr}");
-        assert!(stderr.contains("--pusher-cluster"), "names the option: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "one line expected:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("--pusher-cluster"),
+            "names the option: {stderr}"
+        );
     }
 }
 
@@ -325,7 +378,9 @@ fn two_apps_sharing_a_key_stop_start_up_naming_the_problem_not_the_secrets() {
         let stderr = stderr.trim();
         assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
         assert!(
-            stderr.contains("--apps-file") && stderr.contains(A_KEY) && stderr.contains("used by another app"),
+            stderr.contains("--apps-file")
+                && stderr.contains(A_KEY)
+                && stderr.contains("used by another app"),
             "names the option, the key and the problem: {stderr}"
         );
         for secret in [A_SECRET, B_SECRET, B_OLD_SECRET] {

@@ -118,7 +118,37 @@ on_both_stores!(
     replayed_old_webhooks_change_nothing,
     events_outside_a_short_retention_are_stale,
     a_mixed_batch_applies_the_usable_events_and_counts_the_rest,
+    within_one_batch_events_apply_in_the_order_listed,
 );
+
+async fn within_one_batch_events_apply_in_the_order_listed(kind: StoreKind) {
+    let env = Env::start(kind, &[]).await;
+    let counts = env
+        .webhook_at(
+            now_ms(),
+            &[
+                ("channel_occupied", "x"),
+                ("channel_vacated", "x"),
+                ("channel_vacated", "y"),
+                ("channel_occupied", "y"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        counts,
+        Counts {
+            occupied: 2,
+            vacated: 2,
+            ..Counts::default()
+        },
+        "events sharing the batch's time_ms all apply"
+    );
+    assert!(!env.occupied("x").await, "x: the later vacated wins");
+    assert!(env.occupied("y").await, "y: the later occupied wins");
+    if let Some(redis) = &env.redis {
+        assert_eq!(redis.members(SET).await, ["y"]);
+    }
+}
 
 async fn a_late_vacated_does_not_undo_a_newer_occupied(kind: StoreKind) {
     let env = Env::start(kind, &[]).await;
@@ -163,7 +193,11 @@ async fn a_late_vacated_does_not_undo_a_newer_occupied(kind: StoreKind) {
             .query_async(&mut redis.connection().await)
             .await
             .expect("ZSCORE");
-        assert_eq!(score, Some(now), "the time of the last applied event is kept");
+        assert_eq!(
+            score,
+            Some(now),
+            "the time of the last applied event is kept"
+        );
     }
 }
 
@@ -171,7 +205,8 @@ async fn replayed_old_webhooks_change_nothing(kind: StoreKind) {
     let env = Env::start(kind, &[]).await;
     let now = now_ms();
     let twenty_minutes_ago = now - 20 * 60 * 1000;
-    env.webhook_at(now, &[("channel_occupied", "watched")]).await;
+    env.webhook_at(now, &[("channel_occupied", "watched")])
+        .await;
 
     // A captured webhook from 20 minutes ago, replayed: outside the 15-minute default window.
     let counts = env
@@ -351,7 +386,10 @@ fn scenario(seed: u64, prefix: &str) -> Scenario {
             } else {
                 "channel_vacated"
             };
-            at_tick.entry(tick).or_default().push((name, channel.clone()));
+            at_tick
+                .entry(tick)
+                .or_default()
+                .push((name, channel.clone()));
         }
         truth.insert(channel, occupied);
     }
@@ -398,9 +436,7 @@ fn seeds() -> Vec<u64> {
         ],
         Err(_) => {
             let start = now_ms() ^ (u64::from(std::process::id()) << 32);
-            (0..5)
-                .map(|i| Rng(start.wrapping_add(i)).next())
-                .collect()
+            (0..5).map(|i| Rng(start.wrapping_add(i)).next()).collect()
         }
     }
 }
@@ -415,8 +451,7 @@ async fn deliver(scenario: &Scenario, urls: &[String], tasks: usize, seed: u64) 
         let (client, deliveries, urls) = (client.clone(), deliveries.clone(), urls.to_vec());
         handles.push(tokio::spawn(async move {
             let mut sum = Counts::default();
-            for (i, (time_ms, events)) in deliveries.iter().enumerate().skip(task).step_by(tasks)
-            {
+            for (i, (time_ms, events)) in deliveries.iter().enumerate().skip(task).step_by(tasks) {
                 let events: Vec<Value> = events
                     .iter()
                     .map(|(name, channel)| json!({"name": name, "channel": channel}))
@@ -467,7 +502,9 @@ async fn check_property(redis: Option<&RedisServer>, services: &[&Occupancy]) {
     }
     let started = Instant::now();
     for (round, seed) in seeds().into_iter().enumerate() {
-        eprintln!("property round {round}: seed {seed} (replay with OCCUPANCY_PROPTEST_SEED={seed})");
+        eprintln!(
+            "property round {round}: seed {seed} (replay with OCCUPANCY_PROPTEST_SEED={seed})"
+        );
         let prefix = format!("r{round}");
         let scenario = scenario(seed, &prefix);
         let counts = deliver(&scenario, &urls, 6, seed).await;

@@ -120,7 +120,10 @@ async fn start_up_fills_the_set_from_the_listing_and_logs_the_repair_without_the
     assert_eq!(repairs, 1, "log:\n{}", service.log_text());
     let log = service.log_text();
     assert!(!log.contains(SECRET), "the secret is in the log:\n{log}");
-    assert!(!log.contains("auth_signature"), "a signed URL is in the log:\n{log}");
+    assert!(
+        !log.contains("auth_signature"),
+        "a signed URL is in the log:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +151,10 @@ async fn a_set_lost_by_redis_is_restored_within_about_one_interval() {
     set_is(&redis, &listed, Duration::from_secs(4), "after a restart").await;
     eprintln!("restored {:?} after a restart", restarted.elapsed());
     assert_eq!(
-        service.send_webhook(&[("channel_occupied", "job-4")]).await.0,
+        service
+            .send_webhook(&[("channel_occupied", "job-4")])
+            .await
+            .0,
         StatusCode::OK
     );
 }
@@ -178,7 +184,11 @@ async fn an_event_newer_than_the_listing_request_wins() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!((body["vacated"].as_u64(), body["occupied"].as_u64()), (Some(1), Some(1)), "{body}");
+    assert_eq!(
+        (body["vacated"].as_u64(), body["occupied"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
     assert!(
         sent.elapsed() < Duration::from_millis(1000),
         "the webhook must land while the listing is in flight; took {:?}",
@@ -190,7 +200,10 @@ async fn an_event_newer_than_the_listing_request_wins() {
         ["w", "y"],
         "x vacated and y occupied after the request stand; log line: {line}"
     );
-    assert!(line.contains("added=1") && line.contains("removed=1"), "{line}");
+    assert!(
+        line.contains("added=1") && line.contains("removed=1"),
+        "{line}"
+    );
     assert_eq!(stub.listings(), 1);
 }
 
@@ -221,5 +234,8 @@ async fn two_replicas_list_about_once_per_interval_not_each() {
                 .count()
         })
         .sum::<usize>();
-    assert!(skipped >= 2, "replicas skipped {skipped} rounds for the lock");
+    assert!(
+        skipped >= 2,
+        "replicas skipped {skipped} rounds for the lock"
+    );
 }
