@@ -388,3 +388,52 @@ fn two_apps_sharing_a_key_stop_start_up_naming_the_problem_not_the_secrets() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_app_is_reconciled_from_its_own_listing_under_its_own_lock() {
+    let stub = MultiAppStub::start(&[(A_ID, A_KEY, A_SECRET), (B_ID, B_KEY, B_SECRET)]).await;
+    stub.set_listing(A_ID, &["a-1", "a-2"]);
+    stub.set_listing(B_ID, &["b-1"]);
+    let redis = RedisServer::start();
+    let mut connection = redis.connection().await;
+    for (set, channel) in [(A_SET, "stale-a"), (B_SET, "stale-b"), (A_SET, "a-1")] {
+        let _: () = redis::cmd("SADD")
+            .arg(set)
+            .arg(channel)
+            .query_async(&mut connection)
+            .await
+            .expect("SADD");
+    }
+    let file = AppsFile::write(&two_apps(&stub.url()));
+    let service = Occupancy::start(&[
+        "--apps-file".into(),
+        file.path(),
+        "--redis-url".into(),
+        redis.url(),
+        "--reconcile-interval".into(),
+        "1h".into(),
+    ]);
+    support::eventually(Duration::from_secs(5), "both apps reconciled", || async {
+        redis.members(A_SET).await == ["a-1", "a-2"] && redis.members(B_SET).await == ["b-1"]
+    })
+    .await;
+    let mut listings = stub.listings();
+    listings.sort();
+    assert_eq!(
+        listings,
+        [(A_ID.to_owned(), true), (B_ID.to_owned(), true)],
+        "one listing per app, each signed with its own credentials"
+    );
+    for set in [A_SET, B_SET] {
+        let lock: bool = redis::cmd("EXISTS")
+            .arg(format!("{{{set}}}:reconcile-lock"))
+            .query_async(&mut connection)
+            .await
+            .expect("EXISTS");
+        assert!(lock, "{set} has its own reconcile lock");
+    }
+    let log = service.log_text();
+    for secret in [A_SECRET, B_SECRET, B_OLD_SECRET] {
+        assert!(!log.contains(secret), "secret in the log:\n{log}");
+    }
+}

@@ -443,3 +443,148 @@ async fn a_start_up_reconcile_missed_while_redis_was_starting_is_made_up_soon() 
     )
     .await;
 }
+
+/// A TCP proxy in front of Redis that can black-hole every connection open so far: their sockets
+/// stay open but no byte passes any more, as with a Redis host gone without a reset. Connections
+/// made afterwards pass normally.
+struct BlackHoleProxy {
+    port: u16,
+    current: Arc<std::sync::Mutex<tokio::sync::watch::Sender<bool>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHoleProxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let current = Arc::new(std::sync::Mutex::new(tokio::sync::watch::channel(false).0));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (shared, count) = (current.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let frozen = shared.lock().expect("proxy lock").subscribe();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, frozen.clone()));
+                tokio::spawn(pump(server_read, client_write, frozen));
+            }
+        });
+        Self {
+            port,
+            current,
+            connections,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Black-holes every connection open now.
+    fn freeze(&self) {
+        let mut current = self.current.lock().expect("proxy lock");
+        let _ = current.send(true);
+        *current = tokio::sync::watch::channel(false).0;
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for BlackHoleProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = tokio::io::copy(&mut from, &mut to) => {}
+        _ = async { frozen.wait_for(|f| *f).await.is_ok() } => {
+            // Keep both sockets open, silently, for as long as the test runs (bounded anyway).
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_went_silent_is_rebuilt_after_repeated_timeouts() {
+    let stub = PusherStub::start().await;
+    let redis = RedisServer::start();
+    let proxy = BlackHoleProxy::start(redis.port).await;
+    let service = Occupancy::start(&[
+        "--redis-url".to_owned(),
+        proxy.url(),
+        "--pusher-api-url".to_owned(),
+        stub.url(),
+        "--redis-timeout".to_owned(),
+        "200ms".to_owned(),
+    ]);
+    let channel = service.channel().await;
+    let gate = OccupancyClient::new(channel.clone());
+    let health_client = HealthClient::new(channel);
+    health_becomes(
+        &health_client,
+        ServingStatus::Serving,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        service
+            .send_webhook(&[("channel_occupied", "before")])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let connections = proxy.connections();
+
+    proxy.freeze();
+    // The silent connection times out; after two timeouts in a row a new one must be made, and
+    // through it everything answers again, without a restart and while the old socket stays open.
+    let frozen = Instant::now();
+    until(
+        Duration::from_secs(5),
+        "IsOccupied answering over a rebuilt connection",
+        || async {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(2), is_occupied(&gate, "before")).await;
+            matches!(answer, Ok(Ok(true)))
+        },
+    )
+    .await;
+    eprintln!("answering again {:?} after the freeze", frozen.elapsed());
+    assert!(
+        proxy.connections() > connections,
+        "a new connection was made ({connections} before)"
+    );
+    let (status, body) = service.send_webhook(&[("channel_occupied", "after")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(redis.members(SET).await, ["after", "before"]);
+    health_becomes(
+        &health_client,
+        ServingStatus::Serving,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        service
+            .log_text()
+            .contains("Redis keeps timing out: reconnecting"),
+        "{}",
+        service.log_text()
+    );
+}
