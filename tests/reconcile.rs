@@ -239,3 +239,64 @@ async fn two_replicas_list_about_once_per_interval_not_each() {
         "replicas skipped {skipped} rounds for the lock"
     );
 }
+
+/// The same race on the in-memory store, seen through IsOccupied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_newer_than_the_listing_request_wins_in_memory_too() {
+    use occupancy::proto::IsOccupiedRequest;
+    use occupancy::proto::occupancy_client::OccupancyClient;
+
+    let stub = PusherStub::start().await;
+    stub.set_listing(&["x", "w"], Duration::from_millis(1500));
+    let service = Occupancy::start(&[
+        "--pusher-api-url".into(),
+        stub.url(),
+        "--reconcile-interval".into(),
+        "1h".into(),
+    ]);
+    support::eventually(Duration::from_secs(5), "the listing request", || async {
+        stub.listings() >= 1
+    })
+    .await;
+    let sent = Instant::now();
+    // Known before the listing was made: x and z occupied a minute ago.
+    let (status, body) = service
+        .send_webhook_at(
+            now_ms() - 60_000,
+            &[("channel_occupied", "x"), ("channel_occupied", "z")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // After the request: x vacated, y occupied.
+    let (status, body) = service
+        .send_webhook_at(
+            now_ms(),
+            &[("channel_vacated", "x"), ("channel_occupied", "y")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        sent.elapsed() < Duration::from_millis(1000),
+        "the webhooks must land while the listing is in flight; took {:?}",
+        sent.elapsed()
+    );
+    let line = log_line(&service, &["reconciled"], Duration::from_secs(5)).await;
+    let gate = OccupancyClient::new(service.channel().await);
+    for (channel, expected) in [("w", true), ("x", false), ("y", true), ("z", false)] {
+        let occupied = gate
+            .clone()
+            .is_occupied(IsOccupiedRequest {
+                channel: channel.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("IsOccupied")
+            .into_inner()
+            .occupied;
+        assert_eq!(occupied, expected, "{channel}; log line: {line}");
+    }
+    assert!(
+        line.contains("added=1") && line.contains("removed=1"),
+        "{line}"
+    );
+}
