@@ -69,7 +69,7 @@ pub struct Cli {
 
     /// A TOML file with one `[[app]]` table per Pusher app (id, key, secret, extra_keys,
     /// cluster or api_url, redis_key), for serving several apps. Replaces the single-app flags.
-    #[arg(long, env = "OCCUPANCY_APPS_FILE", conflicts_with_all = ["pusher_app_id", "pusher_key", "pusher_secret", "pusher_extra_keys", "pusher_api_url"])]
+    #[arg(long, env = "OCCUPANCY_APPS_FILE", conflicts_with_all = ["pusher_app_id", "pusher_key", "pusher_secret", "pusher_extra_keys", "pusher_api_url", "pusher_cluster"])]
     pub apps_file: Option<PathBuf>,
 
     /// Pusher app id (single app; see --apps-file for several).

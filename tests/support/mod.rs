@@ -744,3 +744,13 @@ impl Drop for TestPki {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl RedisServer {
+    /// The `redis-server` process id while it runs, to pause it (SIGSTOP) in fault tests.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// A Pusher stand-in serving several apps, each with its own credentials.
+pub mod multi_app;
