@@ -18,9 +18,11 @@ Gem::Specification.new do |spec|
     "source_code_uri" => "https://github.com/occupancy/occupancy/tree/main/clients/ruby",
     "documentation_uri" => "https://github.com/occupancy/occupancy/blob/main/clients/ruby/README.md"
   }
-  # Dual-licensed, at the user's choice; the texts are LICENSE-MIT and
+  # MIT OR Apache-2.0, at the user's choice; the texts are LICENSE-MIT and
   # LICENSE-APACHE (copies of the repository root's, checked by the suite).
-  spec.license = "MIT OR Apache-2.0"
+  # RubyGems has no SPDX expressions (`gem build` calls "MIT OR Apache-2.0"
+  # invalid); a list of licences is its way of saying "either".
+  spec.licenses = ["MIT", "Apache-2.0"]
   spec.required_ruby_version = ">= 3.0"
 
   spec.files = Dir.glob("lib/**/*.rb", base: __dir__) + %w[README.md LICENSE-MIT LICENSE-APACHE]
