@@ -85,8 +85,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let retention = config.retention;
             run_with(config, |_, _| MemoryStore::new(retention)).await
         }
-        StoreChoice::Redis { url, timeout } => {
-            let backend = RedisBackend::new(&RedisStoreConfig { url, timeout })
+        StoreChoice::Redis { url, timeout, ca } => {
+            let backend = RedisBackend::new(&RedisStoreConfig { url, timeout, ca })
                 .context("--redis-url / REDIS_URL")?;
             tracing::info!(store = %backend.describe(), "using Redis");
             let retention = config.retention;

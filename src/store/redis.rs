@@ -5,55 +5,86 @@
 //! per-channel timestamps (`{<set key>}:times`, sharing the set key's hash slot so the script
 //! runs on one slot of a Redis Cluster too) and changes the set in the same atomic step.
 //!
-//! One [`ConnectionManager`] multiplexes every request. It reconnects by itself after errors it
-//! deems fatal, but not after timeouts (a Redis that died without a reset) or `READONLY` (a
-//! primary demoted by a failover), so [`RedisBackend`] rebuilds it after consecutive timeouts and
-//! on `READONLY`. It is created lazily, so the service starts (and reports `NOT_SERVING`) while
-//! Redis is still down, and short timeouts make an outage answer quickly.
+//! [`RedisBackend`] holds one connection that multiplexes every request: a
+//! [`redis::aio::ConnectionManager`] to one Redis or to the primary the sentinels name, or a
+//! cluster connection (see [`super::connect`] for the URL syntaxes). The manager reconnects by
+//! itself after errors it deems fatal, but not after timeouts (a Redis that died without a
+//! reset) or `READONLY` (a primary demoted by a failover), and it always reconnects to the same
+//! address; so the backend replaces the connection after consecutive failures and on
+//! `READONLY`, asking the sentinels again when they are used, which is how a failover is
+//! followed. Nothing connects before the first request, so the service starts (and reports
+//! `NOT_SERVING`) while Redis is still down, and short timeouts make an outage answer quickly.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+pub use super::connect::BadRedisUrl;
+use super::connect::{Link, Target};
 use super::feed::{AppCache, Freshness};
 use super::{
-    Applied, ChangeBatch, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError,
+    Applied, ChangeBatch, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError, now_ms,
 };
 use crate::channel::ChannelName;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisStoreConfig {
-    /// A `redis://` or `rediss://` URL. May hold a password: never log it whole (see
+    /// A URL of one of the kinds in [`super::connect`]: `redis[s]://`, `redis[s]+sentinel://`
+    /// or `redis[s]+cluster://`. May hold a password: never log it whole (see
     /// [`RedisBackend::describe`]).
     pub url: String,
     /// Limit on connecting and on each command's answer; an outage is reported after this long.
     pub timeout: Duration,
+    /// PEM certificates of a private CA to trust for TLS connections (`--redis-ca`), instead of
+    /// the public web roots.
+    pub ca: Option<Vec<u8>>,
 }
 
-/// After this many timeouts in a row the connection is presumed dead (a Redis gone without a
-/// reset keeps a socket open for minutes) and is rebuilt.
-const TIMEOUTS_BEFORE_REBUILD: u32 = 2;
+/// Checks a `--redis-url` (and the CA to trust with it) without connecting, so a bad one stops
+/// start-up like every other bad option. The error never quotes the URL.
+pub fn check_redis_url(url: &str, ca: Option<&[u8]>) -> Result<(), BadRedisUrl> {
+    Target::parse(url, ca, Duration::from_secs(1)).map(|_| ())
+}
+
+/// After this many connection failures in a row (timeouts, refusals, drops) the connection is
+/// presumed dead, or pointing at a node that is no longer the primary, and is replaced. A Redis
+/// gone without a reset keeps a socket open for minutes; a sentinel-managed primary that died
+/// must be looked up again.
+const FAILURES_BEFORE_REBUILD: u32 = 2;
+
+/// After a failed attempt to connect (a lookup that found no primary yet, a cluster that does not
+/// answer), requests fail at once for this long instead of each trying again.
+const CONNECT_HOLDOFF: Duration = Duration::from_millis(100);
 
 struct Shared {
-    client: redis::Client,
+    target: Target,
     config: ConnectionManagerConfig,
-    current: RwLock<ConnectionManager>,
-    timeouts: AtomicU32,
-    target: String,
+    /// The connection in use; `None` until the first request, and after it was found dead.
+    current: RwLock<Option<Link>>,
+    /// The node the current connection goes to (the primary the sentinels named), on which the
+    /// pub/sub feed is followed; `None` for a cluster, whose feed rotates over its nodes.
+    node: RwLock<Option<redis::Client>>,
+    /// One connection attempt at a time: the others wait for its result.
+    connecting: tokio::sync::Mutex<()>,
+    /// When the last attempt to connect failed (ms since the epoch), 0 if it did not.
+    failed_connect_at_ms: AtomicU64,
+    failures: AtomicU32,
+    target_name: String,
     timeout: Duration,
     /// Each app's feed channel, local copy and set key.
     feeds: RwLock<Vec<(String, Arc<AppCache>, String)>>,
     freshness: Freshness,
 }
 
-/// One Redis, shared by the stores of every app. Cloning shares the connection.
+/// One Redis deployment (a single Redis, a sentinel-managed primary or a cluster), shared by the
+/// stores of every app. Cloning shares the connection.
 #[derive(Clone)]
 pub struct RedisBackend {
     shared: Arc<Shared>,
@@ -62,28 +93,16 @@ pub struct RedisBackend {
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("target", &self.shared.target)
+            .field("target", &self.shared.target_name)
             .finish_non_exhaustive()
     }
-}
-
-/// Why a Redis URL cannot be used at all. Only the category is kept: the URL may hold a password.
-#[derive(Debug, thiserror::Error)]
-#[error("not a usable Redis URL ({category})")]
-pub struct BadRedisUrl {
-    category: String,
 }
 
 impl RedisBackend {
     /// Prepares the connection without making it, so a Redis that is down at start-up delays
     /// nothing; the first command connects. Fails only for a URL that cannot be used at all.
     pub fn new(config: &RedisStoreConfig) -> Result<Self, BadRedisUrl> {
-        let bad = |e: RedisError| BadRedisUrl {
-            category: e.category().to_owned(),
-        };
-        let client = redis::Client::open(config.url.as_str()).map_err(bad)?;
-        // The address alone: the URL may carry a password.
-        let target = client.get_connection_info().addr().to_string();
+        let target = Target::parse(&config.url, config.ca.as_deref(), config.timeout)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -92,16 +111,16 @@ impl RedisBackend {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(200));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                .map_err(bad)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                client,
-                config: manager_config,
-                current: RwLock::new(connection),
-                timeouts: AtomicU32::new(0),
+                target_name: target.describe(),
                 target,
+                config: manager_config,
+                current: RwLock::new(None),
+                node: RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                failed_connect_at_ms: AtomicU64::new(0),
+                failures: AtomicU32::new(0),
                 timeout: config.timeout,
                 feeds: RwLock::default(),
                 freshness: Freshness::default(),
@@ -109,9 +128,9 @@ impl RedisBackend {
         })
     }
 
-    /// Where this backend points, safe to log: host and port, never credentials.
+    /// Where this backend points, safe to log: addresses, never credentials.
     pub fn describe(&self) -> String {
-        format!("redis at {}", self.shared.target)
+        self.shared.target_name.clone()
     }
 
     /// The store of one app's set, under `keys`, with a local copy that [`Self::run_feed`]
@@ -144,8 +163,27 @@ impl RedisBackend {
         self.shared.freshness.is_fresh()
     }
 
-    pub(super) fn client(&self) -> &redis::Client {
-        &self.shared.client
+    /// The node to follow the pub/sub feed on, and its address for the log: the current
+    /// primary (connecting first, which asks the sentinels when they are used), or for a
+    /// cluster the next of its configured nodes (any node hears every `PUBLISH`).
+    pub(super) async fn feed_node(&self) -> Result<(String, redis::Client), StoreError> {
+        if let Some(node) = self.shared.target.next_feed_node() {
+            return Ok(node);
+        }
+        self.link().await.map_err(StoreError::Unavailable)?;
+        self.shared
+            .node
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .map(|client| (client.get_connection_info().addr().to_string(), client))
+            .ok_or(StoreError::Unexpected("a connection without a node"))
+    }
+
+    /// Counts a failure met outside [`Self::run`] (the feed's subscription), so a dead primary
+    /// seen there also leads to asking the sentinels again.
+    pub(super) fn note_failure(&self, err: &RedisError) {
+        self.failed(err);
     }
 
     pub(super) fn timeout(&self) -> Duration {
@@ -197,7 +235,55 @@ impl RedisBackend {
         }
     }
 
-    fn connection(&self) -> ConnectionManager {
+    /// The connection in use, made first if there is none. Only one task connects at a time;
+    /// after a failed attempt, requests fail at once for [`CONNECT_HOLDOFF`].
+    async fn link(&self) -> Result<Link, RedisError> {
+        if let Some(link) = self.current_link() {
+            return Ok(link);
+        }
+        let _connecting = self.shared.connecting.lock().await;
+        if let Some(link) = self.current_link() {
+            return Ok(link);
+        }
+        let failed_at = self.shared.failed_connect_at_ms.load(Ordering::Acquire);
+        if failed_at != 0 && now_ms().saturating_sub(failed_at) < CONNECT_HOLDOFF.as_millis() as u64
+        {
+            return Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the last attempt to connect failed moments ago",
+            )));
+        }
+        match self
+            .shared
+            .target
+            .connect(&self.shared.config, self.shared.timeout)
+            .await
+        {
+            Ok((link, node)) => {
+                self.shared.failed_connect_at_ms.store(0, Ordering::Release);
+                *self
+                    .shared
+                    .node
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = node;
+                *self
+                    .shared
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
+                Ok(link)
+            }
+            Err(err) => {
+                self.shared
+                    .failed_connect_at_ms
+                    .store(now_ms().max(1), Ordering::Release);
+                tracing::debug!(error = %err, store = %self.shared.target_name, "cannot connect to Redis");
+                Err(err)
+            }
+        }
+    }
+
+    fn current_link(&self) -> Option<Link> {
         self.shared
             .current
             .read()
@@ -205,53 +291,61 @@ impl RedisBackend {
             .clone()
     }
 
-    /// Runs one request, rebuilding the connection when its failure shows the old one is stuck,
-    /// and sorts any error into "retry later" and "needs an operator".
+    /// Runs one request, replacing the connection when its failure shows the old one is stuck
+    /// or points at a demoted primary, and sorts any error into "retry later" and "needs an
+    /// operator".
     async fn run<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        match request(self.connection()).await {
+        // A failure to connect at all is always "retry later", whatever the sentinels said.
+        let link = self.link().await.map_err(StoreError::Unavailable)?;
+        match request(link).await {
             Ok(value) => {
-                self.shared.timeouts.store(0, Ordering::Relaxed);
+                self.shared.failures.store(0, Ordering::Relaxed);
                 Ok(value)
             }
             Err(err) => {
-                if is_read_only(&err) {
-                    tracing::warn!(
-                        "Redis answered READONLY (a replica, after a failover?): reconnecting"
-                    );
-                    self.rebuild();
-                } else if err.is_timeout() {
-                    let count = self.shared.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count >= TIMEOUTS_BEFORE_REBUILD {
-                        tracing::warn!(timeouts = count, "Redis keeps timing out: reconnecting");
-                        self.rebuild();
-                    }
-                }
+                self.failed(&err);
                 Err(classify(err))
             }
         }
     }
 
-    fn rebuild(&self) {
-        self.shared.timeouts.store(0, Ordering::Relaxed);
-        match ConnectionManager::new_lazy_with_config(
-            self.shared.client.clone(),
-            self.shared.config.clone(),
-        ) {
-            Ok(fresh) => {
-                *self
-                    .shared
-                    .current
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = fresh;
-            }
-            Err(err) => {
-                tracing::error!(error = %err.category(), "cannot rebuild the Redis connection")
+    /// Replaces the connection after `READONLY` (a primary demoted by a failover), and after
+    /// [`FAILURES_BEFORE_REBUILD`] connection failures in a row: timeouts always (a dead socket),
+    /// refusals and drops too when the target can be looked up again (sentinels, a cluster).
+    fn failed(&self, err: &RedisError) {
+        if is_read_only(err) {
+            tracing::warn!(
+                store = %self.shared.target_name,
+                "Redis answered READONLY (a replica, after a failover?): reconnecting"
+            );
+            self.forget_connection();
+            return;
+        }
+        let counts = err.is_timeout()
+            || (self.shared.target.rediscovers()
+                && (err.is_io_error()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal()));
+        if counts {
+            let count = self.shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if count >= FAILURES_BEFORE_REBUILD {
+                tracing::warn!(failures = count, store = %self.shared.target_name, "Redis keeps failing: reconnecting");
+                self.forget_connection();
             }
         }
+    }
+
+    fn forget_connection(&self) {
+        self.shared.failures.store(0, Ordering::Relaxed);
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
