@@ -58,9 +58,9 @@ fn feed_node(service: &Occupancy) -> String {
     service
         .log_text()
         .lines()
+        .rev()
         .filter(|l| l.contains("following the change feed"))
-        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("node=")))
-        .last()
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("node=")))
         .expect("a feed line naming its node")
         .to_owned()
 }
@@ -285,7 +285,7 @@ async fn check_ordering_round(
             let (queue, service) = (queue.clone(), service.clone());
             tokio::spawn(async move {
                 loop {
-                    let Some((channel, occupied, time)) = queue.lock().unwrap().pop() else {
+                    let Some((channel, occupied, time)) = queue.lock().expect("queue").pop() else {
                         return;
                     };
                     let name = if occupied {
