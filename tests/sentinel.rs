@@ -1,6 +1,6 @@
 //! Redis Sentinel, with real processes: a password-protected primary and its replica, three
-//! `redis-sentinel`s with a short `down-after-milliseconds`, and the service on a
-//! `redis+sentinel://` URL listing the sentinels. Webhooks keep arriving while the primary is
+//! password-protected `redis-sentinel`s with a short `down-after-milliseconds`, and the service
+//! on a `redis+sentinel://` URL listing the sentinels (with both passwords). Webhooks keep arriving while the primary is
 //! killed; within a bound the sentinels promote the replica, the service finds it, webhooks
 //! succeed again and land on the new primary, the feed follows it and health is `SERVING`.
 
@@ -21,6 +21,7 @@ use tonic_health::pb::health_client::HealthClient;
 use topology::{Node, TempDir, direct, require, smembers};
 
 const PASSWORD: &str = "sentinel-test-pw-do-not-log";
+const SENTINEL_PASSWORD: &str = "sentinel-own-pw-do-not-log";
 const MASTER: &str = "occupancy-primary";
 const SET: &str = "pusher:channels";
 const SERVING: i32 = 1;
@@ -35,6 +36,8 @@ fn sentinel(dir: &TempDir, primary_port: u16) -> Node {
         format!(
             "port {port}\n\
              bind 127.0.0.1\n\
+             requirepass {SENTINEL_PASSWORD}\n\
+             sentinel sentinel-pass {SENTINEL_PASSWORD}\n\
              sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n\
              sentinel auth-pass {MASTER} {PASSWORD}\n\
              sentinel down-after-milliseconds {MASTER} 500\n\
@@ -56,7 +59,7 @@ async fn sentinel_view(port: u16) -> std::collections::HashMap<String, String> {
     redis::cmd("SENTINEL")
         .arg("MASTER")
         .arg(MASTER)
-        .query_async(&mut direct(port, None).await)
+        .query_async(&mut direct(port, Some(SENTINEL_PASSWORD)).await)
         .await
         .unwrap_or_default()
 }
@@ -123,7 +126,10 @@ async fn a_failover_is_followed_without_a_restart() {
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port))
         .collect();
-    let url = format!("redis+sentinel://:{PASSWORD}@{}/{MASTER}", hosts.join(","));
+    let url = format!(
+        "redis+sentinel://:{PASSWORD}@{}/{MASTER}?sentinel_password={SENTINEL_PASSWORD}",
+        hosts.join(",")
+    );
     let service = Arc::new(Occupancy::start(&[
         "--redis-url".into(),
         url,
@@ -278,5 +284,8 @@ async fn a_failover_is_followed_without_a_restart() {
     assert!(occupied);
 
     let log = service.log_text();
-    assert!(!log.contains(PASSWORD), "the password reached the log");
+    assert!(
+        !log.contains(PASSWORD) && !log.contains(SENTINEL_PASSWORD),
+        "a password reached the log"
+    );
 }

@@ -426,6 +426,11 @@ impl Target {
         }
     }
 
+    /// Whether this is a Redis Cluster, whose scripts must keep to one slot.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster { .. })
+    }
+
     /// Whether a connection that fails to answer should be replaced, asking the sentinels or
     /// the cluster again: true except for a fixed single Redis, whose connection manager
     /// reconnects to the same address by itself.

@@ -136,6 +136,14 @@ impl RedisBackend {
     /// The store of one app's set, under `keys`, with a local copy that [`Self::run_feed`]
     /// keeps current.
     pub fn store(&self, keys: StoreKeys, retention: Duration) -> RedisStore {
+        if self.shared.target.is_cluster() && !keys.share_a_slot() {
+            tracing::error!(
+                set = %keys.set,
+                "this set key holds a `}}` but no hash tag, so its bookkeeping keys cannot share \
+                 its cluster slot and every update will fail (CROSSSLOT): give it a tag, e.g. \
+                 `pusher:{{app}}:channels`"
+            );
+        }
         let cache = Arc::new(AppCache::default());
         self.shared
             .feeds
@@ -364,9 +372,18 @@ pub struct StoreKeys {
 
 impl StoreKeys {
     /// The keys for a set under `set`. The others share its hash slot: they use its hash tag if
-    /// it has one, or wrap the whole key in one (`{pusher:channels}:times` hashes exactly like
-    /// `pusher:channels`), so encoders keep reading the set by its plain name, in a Redis Cluster
-    /// too.
+    /// it has one, or wrap the whole key in one, so encoders keep reading the set by its plain
+    /// name, in a Redis Cluster too.
+    ///
+    /// Why the wrapped twin lands in the same slot: Redis Cluster hashes a key's hash tag (the
+    /// text between its first `{` and the first `}` after it, when not empty) or else the whole
+    /// key. `pusher:channels` has no tag, so its whole name is hashed; `{pusher:channels}:times`
+    /// has the tag `pusher:channels`, the same text, hence the same CRC16 and slot (checked here
+    /// against Redis's own example and in `tests/cluster.rs` with `CLUSTER KEYSLOT`). So the apply
+    /// script's two keys are one slot and run on one node, and `SISMEMBER pusher:channels X`
+    /// needs no change. The one set name that cannot be twinned is one holding a `}` but no
+    /// valid tag (`a{}b`, `a}b`): [`Self::share_a_slot`] is false and a cluster refuses the
+    /// script (`CROSSSLOT`), which is logged at start-up.
     pub fn for_set(set: &str) -> Self {
         let tag = match hash_tag(set) {
             Some(_) => set.to_owned(),
@@ -379,6 +396,35 @@ impl StoreKeys {
             feed: format!("{tag}:changes"),
         }
     }
+}
+
+impl StoreKeys {
+    /// Whether the set and its bookkeeping keys hash to one Redis Cluster slot, as the scripts
+    /// need.
+    pub fn share_a_slot(&self) -> bool {
+        let slot = cluster_slot(&self.set);
+        [&self.times, &self.reconcile_lock, &self.feed]
+            .iter()
+            .all(|key| cluster_slot(key) == slot)
+    }
+}
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key, modulo
+/// 16384, as the cluster specification defines it.
+fn cluster_slot(key: &str) -> u16 {
+    let hashed = hash_tag(key).unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 /// The part of a key Redis Cluster hashes, when the key names one (`a{tag}b` -> `tag`).
@@ -617,5 +663,23 @@ mod tests {
         let tagged = StoreKeys::for_set("pusher:{42}:channels");
         assert_eq!(tagged.times, "pusher:{42}:channels:times");
         assert_eq!(hash_tag("a{}b"), None);
+    }
+
+    #[test]
+    fn the_plain_set_key_hashes_like_its_tagged_twin() {
+        // The cluster specification's example: `CLUSTER KEYSLOT foo` is 12182.
+        assert_eq!(cluster_slot("foo"), 12182);
+        assert_eq!(cluster_slot("{foo}:times"), 12182);
+        assert_eq!(
+            cluster_slot("{user1000}.following"),
+            cluster_slot("user1000")
+        );
+        for set in ["pusher:channels", "pusher:{42}:channels", "a{b", "x{"] {
+            let keys = StoreKeys::for_set(set);
+            assert!(keys.share_a_slot(), "{set}: {keys:?}");
+        }
+        assert!(!StoreKeys::for_set("a{}b").share_a_slot());
+        assert!(!StoreKeys::for_set("a}b").share_a_slot());
+        assert!(!StoreKeys::for_set("{}").share_a_slot());
     }
 }
