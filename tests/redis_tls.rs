@@ -157,3 +157,47 @@ async fn rediss_with_a_private_ca_works_and_without_it_fails_closed() {
         "no feed without trust"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_cluster_trusts_the_private_ca_on_every_node() {
+    let pki = TestPki::create();
+    let cluster = topology::Cluster::start_tls(&pki);
+    let stub = PusherStub::start().await;
+    let service = Occupancy::start(&[
+        "--redis-url".into(),
+        cluster.url(),
+        "--redis-ca".into(),
+        pki.ca_cert.display().to_string(),
+        "--pusher-api-url".into(),
+        stub.url(),
+    ]);
+    let channel = service.channel().await;
+    let health = HealthClient::new(channel.clone());
+    eventually(Duration::from_secs(10), "SERVING over TLS", || {
+        let health = health.clone();
+        async move { health_status(&health).await == Some(SERVING) }
+    })
+    .await;
+    let (status, body) = service
+        .send_webhook(&[("channel_occupied", "cluster-over-tls")])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        OccupancyClient::new(channel)
+            .is_occupied(IsOccupiedRequest {
+                channel: "cluster-over-tls".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("IsOccupied")
+            .into_inner()
+            .occupied
+    );
+    let members = topology::smembers(&mut cluster.connection().await, "pusher:channels").await;
+    assert_eq!(members, ["cluster-over-tls"]);
+    eventually(Duration::from_secs(10), "the feed over TLS", || {
+        let followed = service.log_text().contains("following the change feed");
+        async move { followed }
+    })
+    .await;
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::free_port;
+use crate::support::{TestPki, free_port};
 
 /// Fails with what to install when `program` is not on the PATH.
 pub fn require(program: &str, package: &str) {
@@ -152,38 +152,81 @@ pub async fn smembers(connection: &mut impl redis::aio::ConnectionLike, key: &st
     members
 }
 
-/// A three-node Redis Cluster without replicas, made with `redis-cli --cluster create`.
+/// A three-node Redis Cluster without replicas, made with `redis-cli --cluster create`,
+/// optionally over TLS only (client and cluster bus) with certificates of a [`TestPki`].
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// The CA to trust, for a TLS cluster.
+    ca: Option<PathBuf>,
     dir: TempDir,
 }
 
 impl Cluster {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    pub fn start_tls(pki: &TestPki) -> Self {
+        Self::start_with(Some(pki))
+    }
+
+    fn start_with(pki: Option<&TestPki>) -> Self {
         require("redis-server", "redis-server");
         require("redis-cli", "redis-tools");
         let dir = TempDir::new("cluster");
+        let path = |p: &Path| p.display().to_string();
         let nodes: Vec<Node> = (0..3)
             .map(|_| {
                 let port = free_port();
                 let config = dir.path().join(format!("nodes-{port}.conf"));
-                Node::redis(
-                    port,
-                    dir.path(),
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &config.display().to_string(),
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
-                )
+                // The bus port is given: the default (port + 10000) may be past 65535.
+                let mut args: Vec<String> = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &path(&config),
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-port",
+                    &free_port().to_string(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                if let Some(pki) = pki {
+                    args.extend(
+                        [
+                            "--port",
+                            "0",
+                            "--tls-port",
+                            &port.to_string(),
+                            "--tls-cluster",
+                            "yes",
+                            "--tls-cert-file",
+                            &path(&pki.server_cert),
+                            "--tls-key-file",
+                            &path(&pki.server_key),
+                            "--tls-ca-cert-file",
+                            &path(&pki.ca_cert),
+                            "--tls-auth-clients",
+                            "no",
+                        ]
+                        .iter()
+                        .map(|s| s.to_string()),
+                    );
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Node::redis(port, dir.path(), &args)
             })
             .collect();
-        let mut create = Command::new("redis-cli");
+        let cluster = Self {
+            nodes,
+            ca: pki.map(|p| p.ca_cert.clone()),
+            dir,
+        };
+        let mut create = cluster.redis_cli();
         create.args(["--cluster", "create"]);
-        for node in &nodes {
+        for node in &cluster.nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
         }
         let output = create
@@ -197,11 +240,11 @@ impl Cluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = Self { nodes, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         for node in &cluster.nodes {
             loop {
-                let info = Command::new("redis-cli")
+                let info = cluster
+                    .redis_cli()
                     .args(["-p", &node.port.to_string(), "CLUSTER", "INFO"])
                     .output()
                     .expect("redis-cli CLUSTER INFO");
@@ -218,14 +261,34 @@ impl Cluster {
         cluster
     }
 
-    /// `redis+cluster://` naming every node.
+    /// `redis-cli`, speaking TLS to a TLS cluster.
+    fn redis_cli(&self) -> Command {
+        let mut command = Command::new("redis-cli");
+        if let Some(ca) = &self.ca {
+            command.args(["--tls", "--cacert", &ca.display().to_string()]);
+        }
+        command
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.ca.is_some() { "rediss" } else { "redis" }
+    }
+
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(ca).unwrap()),
+        })
+    }
+
+    /// `redis+cluster://` (or `rediss+cluster://`) naming every node.
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        format!("{}+cluster://{}", self.scheme(), hosts.join(","))
     }
 
     /// A cluster-aware connection, following MOVED like any cluster client.
@@ -233,18 +296,36 @@ impl Cluster {
         let nodes: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .map(|n| format!("{}://127.0.0.1:{}/", self.scheme(), n.port))
             .collect();
-        redis::cluster::ClusterClient::new(nodes)
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+        if let Some(certificates) = self.certificates() {
+            builder = builder.certs(certificates);
+        }
+        builder
+            .build()
             .unwrap()
             .get_async_connection()
             .await
             .expect("connect to the cluster")
     }
 
+    /// A connection to one node only (no redirections followed).
+    pub async fn node(&self, port: u16) -> redis::aio::MultiplexedConnection {
+        let url = format!("{}://127.0.0.1:{port}/", self.scheme());
+        match self.certificates() {
+            Some(certificates) => redis::Client::build_with_tls(url, certificates),
+            None => redis::Client::open(url),
+        }
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("connect to node {port}: {e}"))
+    }
+
     /// The port of the node that serves `slot`, from `CLUSTER SLOTS`.
     pub async fn port_of_slot(&self, slot: u16) -> u16 {
-        let mut connection = direct(self.nodes[0].port, None).await;
+        let mut connection = self.node(self.nodes[0].port).await;
         let slots: Vec<(u16, u16, Vec<redis::Value>)> = redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query_async::<Vec<redis::Value>>(&mut connection)
@@ -273,7 +354,7 @@ impl Cluster {
 
     /// `CLUSTER KEYSLOT key`, as the cluster itself computes it.
     pub async fn slot_of(&self, key: &str) -> u16 {
-        let mut connection = direct(self.nodes[0].port, None).await;
+        let mut connection = self.node(self.nodes[0].port).await;
         redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
