@@ -289,3 +289,107 @@ async fn a_failover_is_followed_without_a_restart() {
         "a password reached the log"
     );
 }
+
+/// `rediss+sentinel://`: TLS to the sentinel and to the primary it names, both trusting the
+/// private CA given with `--redis-ca`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_sentinel_trusts_the_private_ca_for_sentinels_and_data_nodes() {
+    require("redis-server", "redis-server");
+    require("redis-sentinel", "redis-sentinel");
+    let pki = support::TestPki::create();
+    let dir = TempDir::new("sentinel-tls");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let tls: Vec<String> = [
+        "--tls-cert-file",
+        &path(&pki.server_cert),
+        "--tls-key-file",
+        &path(&pki.server_key),
+        "--tls-ca-cert-file",
+        &path(&pki.ca_cert),
+        "--tls-auth-clients",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let primary_port = free_port();
+    let mut primary_args: Vec<&str> = vec!["--port", "0"];
+    let primary_tls_port = primary_port.to_string();
+    primary_args.extend(["--tls-port", &primary_tls_port]);
+    primary_args.extend(tls.iter().map(String::as_str));
+    let _primary = Node::redis(primary_port, dir.path(), &primary_args);
+
+    let sentinel_port = free_port();
+    let config = dir.path().join("sentinel-tls.conf");
+    let directives: Vec<String> = tls
+        .chunks(2)
+        .map(|pair| format!("{} {}", pair[0].trim_start_matches("--"), pair[1]))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "port 0\n\
+             tls-port {sentinel_port}\n\
+             bind 127.0.0.1\n\
+             tls-replication yes\n\
+             {}\n\
+             sentinel monitor {MASTER} 127.0.0.1 {primary_port} 1\n\
+             sentinel down-after-milliseconds {MASTER} 500\n",
+            directives.join("\n")
+        ),
+    )
+    .expect("write the sentinel's configuration");
+    let _sentinel = Node::spawn(
+        "redis-sentinel",
+        &[config.display().to_string()],
+        sentinel_port,
+        dir.path(),
+    );
+
+    let stub = PusherStub::start().await;
+    let service = Occupancy::start(&[
+        "--redis-url".into(),
+        format!("rediss+sentinel://127.0.0.1:{sentinel_port}/{MASTER}"),
+        "--redis-ca".into(),
+        pki.ca_cert.display().to_string(),
+        "--pusher-api-url".into(),
+        stub.url(),
+    ]);
+    let channel = service.channel().await;
+    let health = HealthClient::new(channel.clone());
+    eventually(
+        Duration::from_secs(10),
+        "SERVING through TLS sentinels",
+        || {
+            let health = health.clone();
+            async move { health_status(&health).await == Some(SERVING) }
+        },
+    )
+    .await;
+    let (status, body) = service
+        .send_webhook(&[("channel_occupied", "sentinel-over-tls")])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let client = redis::Client::build_with_tls(
+        format!("rediss://127.0.0.1:{primary_port}/"),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&pki.ca_cert).expect("read the CA")),
+        },
+    )
+    .expect("a TLS client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the primary over TLS");
+    assert_eq!(smembers(&mut connection, SET).await, ["sentinel-over-tls"]);
+    let primary = format!("node=127.0.0.1:{primary_port}");
+    eventually(Duration::from_secs(10), "the feed over TLS", || {
+        let log = service.log_text();
+        let found = log
+            .lines()
+            .any(|l| l.contains("following the change feed") && l.contains(&primary));
+        async move { found }
+    })
+    .await;
+}
