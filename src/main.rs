@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(), // --help, --version
         Err(err) => {
-            eprintln!("occupancy: {} (see --help)", one_line(&err.to_string()));
+            eprintln!("occupancy: {} (see --help)", occupancy::tools::one_line(&err.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -55,19 +55,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// clap's message without its usage block, folded onto one line so it reads well in a log.
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches("error: ")
-        .to_owned()
 }
 
 fn init_logging() {
