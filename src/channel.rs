@@ -10,6 +10,9 @@ use std::fmt;
 /// The longest channel name Pusher accepts.
 pub const MAX_CHANNEL_NAME_LEN: usize = 164;
 
+/// The longest channel name taken from a webhook (what Pusher's SDKs and soketi allow).
+pub const MAX_WEBHOOK_CHANNEL_NAME_LEN: usize = 200;
+
 /// Why a string is not a valid channel name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelNameError {
@@ -42,6 +45,24 @@ impl ChannelName {
             return Err(ChannelNameError::BadCharacter(bad));
         }
         if name.len() > MAX_CHANNEL_NAME_LEN {
+            return Err(ChannelNameError::TooLong(name.len()));
+        }
+        Ok(Self(name))
+    }
+
+    /// Checks a name that came in a webhook, which is wider than what the gate accepts from
+    /// encoders: Pusher's own `#server-to-user-<id>` channels start with `#`, and
+    /// Pusher-protocol servers such as soketi allow names up to 200 characters. Refusing them
+    /// would cost the whole batch they arrive in.
+    pub fn from_webhook(name: impl Into<String>) -> Result<Self, ChannelNameError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(ChannelNameError::Empty);
+        }
+        if let Some(bad) = name.chars().find(|c| !is_allowed(*c) && *c != '#') {
+            return Err(ChannelNameError::BadCharacter(bad));
+        }
+        if name.len() > MAX_WEBHOOK_CHANNEL_NAME_LEN {
             return Err(ChannelNameError::TooLong(name.len()));
         }
         Ok(Self(name))
@@ -85,6 +106,15 @@ mod tests {
         ] {
             assert_eq!(ChannelName::parse(name).map(|c| c.0), Ok(name.to_owned()));
         }
+    }
+
+    #[test]
+    fn webhooks_may_name_server_to_user_channels_and_longer_names() {
+        assert!(ChannelName::from_webhook("#server-to-user-1").is_ok());
+        assert!(ChannelName::from_webhook("a".repeat(MAX_WEBHOOK_CHANNEL_NAME_LEN)).is_ok());
+        assert!(ChannelName::from_webhook("a".repeat(MAX_WEBHOOK_CHANNEL_NAME_LEN + 1)).is_err());
+        assert!(ChannelName::from_webhook("a b").is_err());
+        assert!(ChannelName::from_webhook("").is_err());
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use reqwest::Url;
 use secrecy::SecretString;
 
-use crate::pusher::cluster_url;
+use crate::apps::{
+    AppConfig, api_url, check_app_id, check_distinct, check_key, load_apps_file, parse_key_pairs,
+};
 
 /// The command line. Not `Debug`: it holds secrets.
 #[derive(Parser)]
@@ -40,26 +41,53 @@ pub struct Cli {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// Redis key of the set of occupied channels. Encoders can read it with SISMEMBER.
-    #[arg(long, env = "OCCUPANCY_REDIS_KEY", default_value = "pusher:channels")]
+    /// Redis key of the set of occupied channels (single app). Encoders can read it with
+    /// SISMEMBER.
+    #[arg(
+        long,
+        env = "OCCUPANCY_REDIS_KEY",
+        default_value = "pusher:channels",
+        conflicts_with = "apps_file"
+    )]
     pub redis_key: String,
+
+    /// How long per-channel event times are remembered to order webhooks; events older than
+    /// this are ignored as stale. Keep it above Pusher's five minutes of retries.
+    #[arg(long, env = "OCCUPANCY_RETENTION", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// How often each app's set is repaired from Pusher's list of occupied channels
+    /// (GET /apps/{id}/channels, one API call each time); 0 turns it off. It also runs at
+    /// start-up and after the store recovers from an outage.
+    #[arg(long, env = "OCCUPANCY_RECONCILE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
 
     /// Limit on connecting to Redis and on each Redis answer (e.g. 500ms, 2s).
     #[arg(long, env = "OCCUPANCY_REDIS_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
 
-    /// Pusher app id.
-    #[arg(long, env = "PUSHER_APP_ID")]
-    pub pusher_app_id: String,
+    /// A TOML file with one `[[app]]` table per Pusher app (id, key, secret, extra_keys,
+    /// cluster or api_url, redis_key), for serving several apps. Replaces the single-app flags.
+    #[arg(long, env = "OCCUPANCY_APPS_FILE", conflicts_with_all = ["pusher_app_id", "pusher_key", "pusher_secret", "pusher_extra_keys", "pusher_api_url"])]
+    pub apps_file: Option<PathBuf>,
+
+    /// Pusher app id (single app; see --apps-file for several).
+    #[arg(long, env = "PUSHER_APP_ID", required_unless_present = "apps_file")]
+    pub pusher_app_id: Option<String>,
 
     /// Pusher app key: signs API requests, and webhooks signed with it are accepted.
-    #[arg(long, env = "PUSHER_KEY")]
-    pub pusher_key: String,
+    #[arg(long, env = "PUSHER_KEY", required_unless_present = "apps_file")]
+    pub pusher_key: Option<String>,
 
     /// Pusher app secret for --pusher-key. Prefer the environment variable over the flag, which
     /// other users of the machine can see.
-    #[arg(long, env = "PUSHER_SECRET", hide_env_values = true)]
-    pub pusher_secret: String,
+    #[arg(
+        long,
+        env = "PUSHER_SECRET",
+        hide_env_values = true,
+        required_unless_present = "apps_file"
+    )]
+    pub pusher_secret: Option<String>,
 
     /// More KEY:SECRET pairs, comma-separated, whose webhook signatures are also accepted
     /// (for key rotation: Pusher signs with the app's oldest active token).
@@ -134,8 +162,6 @@ pub enum StoreChoice {
     Redis {
         /// The URL, possibly holding a password.
         url: String,
-        /// The key of the set.
-        key: String,
         /// Connect and answer timeout.
         timeout: Duration,
     },
@@ -149,16 +175,12 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Which store to use.
     pub store: StoreChoice,
-    /// Pusher app id.
-    pub app_id: String,
-    /// Key used to publish; first of the accepted webhook keys.
-    pub key: String,
-    /// Secret for `key`.
-    pub secret: SecretString,
-    /// Every key/secret pair accepted on webhooks, `key` first.
-    pub webhook_keys: Vec<(String, SecretString)>,
-    /// Pusher API base URL.
-    pub api_url: Url,
+    /// The Pusher apps served, at least one.
+    pub apps: Vec<AppConfig>,
+    /// How long event times are kept to order webhooks.
+    pub retention: Duration,
+    /// How often sets are reconciled with Pusher; `None` when turned off.
+    pub reconcile_interval: Option<Duration>,
     /// Pusher request timeout.
     pub pusher_timeout: Duration,
     /// Webhook body limit in bytes.
@@ -189,69 +211,11 @@ pub struct SecretBytes(pub Vec<u8>);
 impl Cli {
     /// Checks every option, returning the first problem found.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let app_id = self.pusher_app_id.trim().to_owned();
-        if app_id.is_empty()
-            || !app_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                "--pusher-app-id / PUSHER_APP_ID",
-                "must be a non-empty Pusher app id (letters, digits, - or _)",
-            ));
-        }
-        let key = self.pusher_key.trim().to_owned();
-        if key.is_empty() || key.contains([':', ',']) {
-            return Err(invalid(
-                "--pusher-key / PUSHER_KEY",
-                "must be a non-empty Pusher app key without ':' or ','",
-            ));
-        }
-        if self.pusher_secret.is_empty() {
-            return Err(invalid(
-                "--pusher-secret / PUSHER_SECRET",
-                "must not be empty",
-            ));
-        }
-        let secret = SecretString::from(self.pusher_secret);
-        let mut webhook_keys = vec![(key.clone(), secret.clone())];
-        if let Some(extra) = self.pusher_extra_keys.as_deref() {
-            webhook_keys.extend(parse_extra_keys(extra)?);
-        }
-
-        let api_url = match self.pusher_api_url.as_deref() {
-            Some(raw) => {
-                let url = Url::parse(raw).map_err(|e| {
-                    invalid(
-                        "--pusher-api-url / PUSHER_API_URL",
-                        format!("not a URL ({e})"),
-                    )
-                })?;
-                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                    return Err(invalid(
-                        "--pusher-api-url / PUSHER_API_URL",
-                        "must be an http:// or https:// URL with a host",
-                    ));
-                }
-                url
-            }
-            None => {
-                let cluster = self.pusher_cluster.trim();
-                if cluster.is_empty()
-                    || !cluster
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                {
-                    return Err(invalid(
-                        "--pusher-cluster / PUSHER_CLUSTER",
-                        "must be a cluster name such as mt1, eu or us2",
-                    ));
-                }
-                cluster_url(cluster)
-                    .map_err(|e| invalid("--pusher-cluster / PUSHER_CLUSTER", e.to_string()))?
-            }
+        let apps = match &self.apps_file {
+            Some(path) => load_apps_file(path)
+                .map_err(|e| invalid("--apps-file / OCCUPANCY_APPS_FILE", e.to_string()))?,
+            None => vec![self.single_app()?],
         };
-
         let store = match self.redis_url {
             Some(url) if !url.trim().is_empty() => {
                 // Checked here so a bad URL stops start-up like every other bad option. The
@@ -262,15 +226,8 @@ impl Cli {
                         format!("not a usable Redis URL ({})", e.category()),
                     )
                 })?;
-                if self.redis_key.is_empty() {
-                    return Err(invalid(
-                        "--redis-key / OCCUPANCY_REDIS_KEY",
-                        "must not be empty",
-                    ));
-                }
                 StoreChoice::Redis {
                     url,
-                    key: self.redis_key,
                     timeout: positive(
                         self.redis_timeout,
                         "--redis-timeout / OCCUPANCY_REDIS_TIMEOUT",
@@ -322,11 +279,10 @@ impl Cli {
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
             store,
-            app_id,
-            key,
-            secret,
-            webhook_keys,
-            api_url,
+            apps,
+            retention: positive(self.retention, "--retention / OCCUPANCY_RETENTION")?,
+            reconcile_interval: (!self.reconcile_interval.is_zero())
+                .then_some(self.reconcile_interval),
             pusher_timeout: positive(
                 self.pusher_timeout,
                 "--pusher-timeout / OCCUPANCY_PUSHER_TIMEOUT",
@@ -337,6 +293,63 @@ impl Cli {
                 "--health-interval / OCCUPANCY_HEALTH_INTERVAL",
             )?,
         })
+    }
+}
+
+impl Cli {
+    /// The one app of the single-app flags.
+    fn single_app(&self) -> Result<AppConfig, ConfigError> {
+        let id = self
+            .pusher_app_id
+            .as_deref()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        check_app_id(&id).map_err(|e| invalid("--pusher-app-id / PUSHER_APP_ID", e))?;
+        let key = self
+            .pusher_key
+            .as_deref()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        check_key(&key).map_err(|e| invalid("--pusher-key / PUSHER_KEY", e))?;
+        let secret = self.pusher_secret.clone().unwrap_or_default();
+        if secret.is_empty() {
+            return Err(invalid(
+                "--pusher-secret / PUSHER_SECRET",
+                "must not be empty",
+            ));
+        }
+        let extra_keys = match self.pusher_extra_keys.as_deref() {
+            Some(raw) => parse_key_pairs(raw.split(','))
+                .map_err(|e| invalid("--pusher-extra-keys / PUSHER_EXTRA_KEYS", e))?,
+            None => Vec::new(),
+        };
+        let api_url =
+            api_url(self.pusher_api_url.as_deref(), &self.pusher_cluster).map_err(|e| {
+                if self.pusher_api_url.is_some() {
+                    invalid("--pusher-api-url / PUSHER_API_URL", e)
+                } else {
+                    invalid("--pusher-cluster / PUSHER_CLUSTER", e)
+                }
+            })?;
+        if self.redis_key.is_empty() {
+            return Err(invalid(
+                "--redis-key / OCCUPANCY_REDIS_KEY",
+                "must not be empty",
+            ));
+        }
+        let app = AppConfig {
+            id,
+            key,
+            secret: SecretString::from(secret),
+            extra_keys,
+            api_url,
+            redis_key: self.redis_key.clone(),
+        };
+        check_distinct(std::slice::from_ref(&app))
+            .map_err(|e| invalid("--pusher-extra-keys / PUSHER_EXTRA_KEYS", e.to_string()))?;
+        Ok(app)
     }
 }
 
@@ -391,24 +404,6 @@ fn read_pem(
     Ok(content)
 }
 
-/// `KEY:SECRET,KEY:SECRET`. Errors give the entry's position, never its text.
-fn parse_extra_keys(raw: &str) -> Result<Vec<(String, SecretString)>, ConfigError> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .enumerate()
-        .map(|(index, entry)| match entry.split_once(':') {
-            Some((key, secret)) if !key.trim().is_empty() && !secret.is_empty() => {
-                Ok((key.trim().to_owned(), SecretString::from(secret.to_owned())))
-            }
-            _ => Err(invalid(
-                "--pusher-extra-keys / PUSHER_EXTRA_KEYS",
-                format!("entry {} is not KEY:SECRET", index + 1),
-            )),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,8 +427,13 @@ mod tests {
     fn defaults_to_memory_store_and_cluster_url() {
         let config = cli(&[]).expect("valid");
         assert!(matches!(config.store, StoreChoice::Memory));
-        assert_eq!(config.api_url.as_str(), "https://api-mt1.pusher.com/");
-        assert_eq!(config.webhook_keys.len(), 1);
+        assert_eq!(config.apps.len(), 1);
+        assert_eq!(
+            config.apps[0].api_url.as_str(),
+            "https://api-mt1.pusher.com/"
+        );
+        assert_eq!(config.apps[0].redis_key, "pusher:channels");
+        assert!(config.apps[0].extra_keys.is_empty());
         assert_eq!(config.grpc_addr.port(), 50051);
         assert_eq!(config.http_addr.port(), 8080);
     }
@@ -441,12 +441,12 @@ mod tests {
     #[test]
     fn extra_keys_add_webhook_pairs() {
         let config = cli(&["--pusher-extra-keys", "old:one, older:two"]).expect("valid");
-        let pairs: Vec<(&str, &str)> = config
-            .webhook_keys
+        let pairs: Vec<(&str, &str)> = config.apps[0]
+            .extra_keys
             .iter()
             .map(|(k, s)| (k.as_str(), s.expose_secret()))
             .collect();
-        assert_eq!(pairs, [("k", "s3cr3t"), ("old", "one"), ("older", "two")]);
+        assert_eq!(pairs, [("old", "one"), ("older", "two")]);
     }
 
     #[test]

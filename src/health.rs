@@ -9,52 +9,83 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::store::OccupancyStore;
+use crate::apps::Apps;
+use crate::store::{OccupancyStore, StoreError};
+
+/// Failed pings in a row before health turns `NOT_SERVING`: one slow ping (a GC pause, a busy
+/// Redis) must not take every replica out of the balancer at the same moment.
+pub const FAILURES_BEFORE_NOT_SERVING: u32 = 2;
 
 /// The names whose status is reported: the whole server and the gate service.
 pub const SERVICE_NAMES: [&str; 2] = ["", crate::proto::occupancy_server::SERVICE_NAME];
 
-/// Pings `store` every `interval` until `shutdown`, keeping `reporter` up to date. Starts
-/// `NOT_SERVING` so nothing is routed here before the first successful ping.
+/// Pings every app's store every `interval` (with a little jitter, so replicas do not ping in
+/// step) until `shutdown`, keeping `reporter` up to date, and notifies `recovered` when the store
+/// answers again after an outage. Starts `NOT_SERVING` so nothing is routed here before the first
+/// successful ping.
 pub async fn track_store<S: OccupancyStore>(
-    store: Arc<S>,
+    apps: Arc<Apps<S>>,
     reporter: HealthReporter,
     interval: Duration,
+    recovered: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut current = ServingStatus::NotServing;
     set_all(&reporter, current).await;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    let mut was_down = false;
+    let jitter = jitter(interval);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep(interval + jitter) => {}
         }
         // The store has its own timeouts; this one guards against a ping that never returns.
         let limit = interval.max(Duration::from_secs(1));
-        let next = match tokio::time::timeout(limit, store.ping()).await {
-            Ok(Ok(())) => ServingStatus::Serving,
+        let outcome = tokio::time::timeout(limit, ping_all(&apps)).await;
+        let next = match outcome {
+            Ok(Ok(())) => {
+                failures = 0;
+                ServingStatus::Serving
+            }
             Ok(Err(err)) => {
-                if current != ServingStatus::NotServing {
-                    tracing::warn!(%err, "store stopped answering: health is NOT_SERVING");
+                failures += 1;
+                if failures == FAILURES_BEFORE_NOT_SERVING {
+                    tracing::warn!(error = ?err, "store stopped answering: health is NOT_SERVING");
                 }
-                ServingStatus::NotServing
+                if failures >= FAILURES_BEFORE_NOT_SERVING || current == ServingStatus::NotServing {
+                    ServingStatus::NotServing
+                } else {
+                    current
+                }
             }
             Err(_) => {
-                if current != ServingStatus::NotServing {
-                    tracing::warn!(?limit, "store ping timed out: health is NOT_SERVING");
+                failures += 1;
+                if failures == FAILURES_BEFORE_NOT_SERVING {
+                    tracing::warn!(?limit, "store pings time out: health is NOT_SERVING");
                 }
-                ServingStatus::NotServing
+                if failures >= FAILURES_BEFORE_NOT_SERVING || current == ServingStatus::NotServing {
+                    ServingStatus::NotServing
+                } else {
+                    current
+                }
             }
         };
+        if failures >= FAILURES_BEFORE_NOT_SERVING {
+            was_down = true;
+        }
         if next != current {
             if next == ServingStatus::Serving {
                 tracing::info!("store answers: health is SERVING");
+                if was_down {
+                    recovered.notify_one();
+                    was_down = false;
+                }
             }
             current = next;
             set_all(&reporter, current).await;
@@ -62,6 +93,19 @@ pub async fn track_store<S: OccupancyStore>(
     }
     // Draining: tell balancers to stop sending new work here.
     set_all(&reporter, ServingStatus::NotServing).await;
+}
+
+async fn ping_all<S: OccupancyStore>(apps: &Apps<S>) -> Result<(), StoreError> {
+    for app in apps.iter() {
+        app.store.ping().await?;
+    }
+    Ok(())
+}
+
+/// Up to a tenth of the interval, different in each process.
+fn jitter(interval: Duration) -> Duration {
+    let seed = std::process::id() as u64 ^ crate::store::now_ms();
+    interval.mul_f64((seed % 1000) as f64 / 10_000.0)
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

@@ -9,6 +9,7 @@
 //!                      └──only if occupied──▶ pusher::Publisher ──▶ Pusher HTTP API
 //! ```
 
+pub mod apps;
 pub mod channel;
 pub mod config;
 pub mod gate;
@@ -16,6 +17,7 @@ pub mod grpc_auth;
 pub mod health;
 pub mod proto;
 pub mod pusher;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod webhook;

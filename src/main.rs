@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use occupancy::apps::{App, AppConfig, Apps};
 use occupancy::config::{Cli, Config, GrpcTls, StoreChoice};
 use occupancy::grpc_auth::BearerTokens;
 use occupancy::pusher::{Publisher, PublisherConfig};
-use occupancy::server::{Service, serve};
-use occupancy::store::{MemoryStore, OccupancyStore, RedisStore, RedisStoreConfig};
-use occupancy::webhook::WebhookKeys;
+use occupancy::server::{Settings, serve};
+use occupancy::store::{MemoryStore, OccupancyStore, RedisBackend, RedisStoreConfig, StoreKeys};
+use occupancy::webhook::{WebhookKey, WebhookKeys};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -81,26 +82,51 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 "no --redis-url given: occupancy is kept in memory, local to this one process, \
                  lost on exit and invisible to encoders reading Redis"
             );
-            run_with(MemoryStore::new(), config).await
+            let retention = config.retention;
+            run_with(config, |_| MemoryStore::new(retention)).await
         }
-        StoreChoice::Redis { url, key, timeout } => {
-            let store = RedisStore::new(RedisStoreConfig { url, key, timeout })
+        StoreChoice::Redis { url, timeout } => {
+            let backend = RedisBackend::new(&RedisStoreConfig { url, timeout })
                 .context("--redis-url / REDIS_URL")?;
-            tracing::info!(store = %store.describe(), "using Redis");
-            run_with(store, config).await
+            tracing::info!(store = %backend.describe(), "using Redis");
+            let retention = config.retention;
+            run_with(config, |app| {
+                let keys = StoreKeys::for_set(&app.redis_key);
+                tracing::info!(app = %app.id, set = %keys.set, times = %keys.times, "app set in Redis");
+                backend.store(keys, retention)
+            })
+            .await
         }
     }
 }
 
-async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result<()> {
-    let publisher = Publisher::new(PublisherConfig {
-        api_url: config.api_url.clone(),
-        app_id: config.app_id.clone(),
-        key: config.key.clone(),
-        secret: config.secret.clone(),
-        timeout: config.pusher_timeout,
-    })
-    .context("cannot set up the Pusher HTTP client")?;
+async fn run_with<S: OccupancyStore>(
+    config: Config,
+    store_for: impl Fn(&AppConfig) -> S,
+) -> anyhow::Result<()> {
+    let mut apps = Vec::new();
+    let mut webhook_keys = Vec::new();
+    for (index, app) in config.apps.iter().enumerate() {
+        let publisher = Publisher::new(PublisherConfig {
+            api_url: app.api_url.clone(),
+            app_id: app.id.clone(),
+            key: app.key.clone(),
+            secret: app.secret.clone(),
+            timeout: config.pusher_timeout,
+        })
+        .context("cannot set up the Pusher HTTP client")?;
+        for (key, secret) in std::iter::once((&app.key, &app.secret))
+            .chain(app.extra_keys.iter().map(|(k, s)| (k, s)))
+        {
+            webhook_keys.push(WebhookKey {
+                key: key.clone(),
+                secret: secret.clone(),
+                app: index,
+            });
+        }
+        tracing::info!(app = %app.id, api = %app.api_url, "publishing through Pusher");
+        apps.push(App::new(app.id.clone(), store_for(app), publisher));
+    }
 
     let signal = shutdown_signal().context("cannot watch for SIGTERM and Ctrl-C")?;
     let grpc = TcpListener::bind(config.grpc_addr)
@@ -117,7 +143,6 @@ async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result
         "gRPC listening"
     );
     tracing::info!(addr = %http.local_addr()?, path = occupancy::webhook::WEBHOOK_PATH, "webhooks listening");
-    tracing::info!(api = %config.api_url, app_id = %config.app_id, "publishing through Pusher");
 
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
@@ -128,12 +153,12 @@ async fn run_with<S: OccupancyStore>(store: S, config: Config) -> anyhow::Result
     });
 
     serve(
-        Service {
-            store: Arc::new(store),
-            publisher,
-            webhook_keys: WebhookKeys::new(config.webhook_keys),
+        Settings {
+            apps: Arc::new(Apps::new(apps)),
+            webhook_keys: WebhookKeys::new(webhook_keys),
             webhook_body_limit: config.webhook_body_limit,
             health_interval: config.health_interval,
+            reconcile_interval: config.reconcile_interval,
             grpc_tokens: BearerTokens::new(&config.grpc_tokens),
             grpc_tls: config.grpc_tls.as_ref().map(server_tls),
         },

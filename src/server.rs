@@ -1,38 +1,40 @@
-//! Wiring: the gRPC gate and the webhook listener, sharing one store, served until shutdown.
+//! Wiring: the gRPC gate and the webhook listener over the same apps, served until shutdown.
 //!
 //! Both listeners are bound by the caller and handed in, so the binary can report bind errors
 //! clearly and tests can use port 0. Shutdown stops accepting, lets in-flight requests finish,
-//! then returns.
+//! ends watch streams, then returns.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
+use crate::apps::Apps;
 use crate::gate::Gate;
 use crate::grpc_auth::BearerTokens;
 use crate::health;
 use crate::proto::occupancy_server::OccupancyServer;
-use crate::pusher::Publisher;
+use crate::reconcile;
 use crate::store::OccupancyStore;
 use crate::webhook::{self, WebhookKeys};
 
 /// Everything the two servers need besides their listeners.
-pub struct Service<S> {
-    /// The set of occupied channels.
-    pub store: Arc<S>,
-    /// Publishes to Pusher.
-    pub publisher: Publisher,
-    /// Key/secret pairs accepted on webhooks.
+pub struct Settings<S> {
+    /// The apps served, each with its store and Pusher client.
+    pub apps: Arc<Apps<S>>,
+    /// Key/secret pairs accepted on webhooks, each naming its app.
     pub webhook_keys: WebhookKeys,
     /// Webhook body limit in bytes.
     pub webhook_body_limit: usize,
     /// How often the store is pinged for health.
     pub health_interval: Duration,
+    /// How often sets are reconciled with Pusher; `None` turns reconciliation off.
+    pub reconcile_interval: Option<Duration>,
     /// Tokens required on occupancy.v1 calls (none: open).
     pub grpc_tokens: BearerTokens,
     /// TLS for the gRPC listener (none: plaintext).
@@ -43,13 +45,13 @@ pub struct Service<S> {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
+    #[error("gRPC server")]
     Grpc(#[from] tonic::transport::Error),
     /// The webhook server failed.
-    #[error("webhook server: {0}")]
+    #[error("webhook server")]
     Http(#[from] std::io::Error),
     /// The reflection service could not be built from the descriptor sets.
-    #[error("reflection: {0}")]
+    #[error("reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
@@ -62,27 +64,37 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 
 /// Serves gRPC on `grpc` and webhooks on `http` until `shutdown` is cancelled, then drains.
 pub async fn serve<S: OccupancyStore>(
-    service: Service<S>,
+    settings: Settings<S>,
     grpc: TcpListener,
     http: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    let recovered = Arc::new(Notify::new());
     let health_task = tokio::spawn(health::track_store(
-        service.store.clone(),
+        settings.apps.clone(),
         reporter,
-        service.health_interval,
+        settings.health_interval,
+        recovered.clone(),
         shutdown.clone(),
     ));
+    let reconcile_task = settings.reconcile_interval.map(|interval| {
+        tokio::spawn(reconcile::run(
+            settings.apps.clone(),
+            interval,
+            recovered,
+            shutdown.clone(),
+        ))
+    });
 
     // v1 for current grpcurl and grpc tools, v1alpha for grpcurl before 1.8.8.
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let gate = Gate::new(service.store.clone(), service.publisher);
-    let tokens = service.grpc_tokens;
+    let gate = Gate::new(settings.apps.clone(), shutdown.clone());
+    let tokens = settings.grpc_tokens;
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = service.grpc_tls {
+    if let Some(tls) = settings.grpc_tls {
         builder = builder.tls_config(tls)?;
     }
     // TCP_NODELAY on every accepted socket: without it Nagle's algorithm holds each small
@@ -98,9 +110,9 @@ pub async fn serve<S: OccupancyStore>(
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     let router = webhook::router(
-        service.store,
-        service.webhook_keys,
-        service.webhook_body_limit,
+        settings.apps,
+        settings.webhook_keys,
+        settings.webhook_body_limit,
     );
     // The same for webhook answers: Pusher waits for each one.
     let http = http.tap_io(|tcp| {
@@ -115,8 +127,15 @@ pub async fn serve<S: OccupancyStore>(
         async { grpc_server.await.map_err(ServeError::from) },
         async { http_server.await.map_err(ServeError::from) },
     );
-    // If one server failed, stop the other and the health task too.
+    // If one server failed, stop the other and the background tasks too.
     shutdown.cancel();
-    let _ = health_task.await;
+    if let Err(err) = health_task.await {
+        tracing::error!(%err, "the health task panicked");
+    }
+    if let Some(task) = reconcile_task
+        && let Err(err) = task.await
+    {
+        tracing::error!(%err, "the reconcile task panicked");
+    }
     result.map(|_| ())
 }

@@ -1,4 +1,4 @@
-//! The gRPC gate: `IsOccupied` and `PublishIfOccupied`.
+//! The gRPC gate: `IsOccupied`, `PublishIfOccupied` and `WatchOccupancy`.
 //!
 //! Each answer costs one store round trip; a publish to vacant channels costs nothing more, which
 //! is the saving the whole service exists for. Occupied channels of one publish share a single
@@ -6,57 +6,56 @@
 
 pub mod request;
 mod status;
+mod watch;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::apps::{App, Apps};
 use crate::proto::occupancy_server::Occupancy;
 use crate::proto::{
     IsOccupiedRequest, IsOccupiedResponse, PublishIfOccupiedRequest, PublishIfOccupiedResponse,
-    WatchOccupancyRequest, WatchOccupancyResponse,
+    WatchOccupancyRequest,
 };
-use crate::pusher::Publisher;
 use crate::store::OccupancyStore;
 
-/// The `occupancy.v1.Occupancy` service over a store and a publisher.
+/// The `occupancy.v1.Occupancy` service over every configured app.
 pub struct Gate<S> {
-    store: Arc<S>,
-    publisher: Publisher,
+    apps: Arc<Apps<S>>,
+    shutdown: CancellationToken,
 }
 
 impl<S> Gate<S> {
-    /// A gate answering from `store` and publishing through `publisher`.
-    pub fn new(store: Arc<S>, publisher: Publisher) -> Self {
-        Self { store, publisher }
+    /// A gate answering for `apps`; watch streams end when `shutdown` is cancelled.
+    pub fn new(apps: Arc<Apps<S>>, shutdown: CancellationToken) -> Self {
+        Self { apps, shutdown }
+    }
+
+    fn app(&self, app_id: &str) -> Result<&Arc<App<S>>, Status> {
+        self.apps.resolve(app_id).map_err(status::app)
     }
 }
 
 #[tonic::async_trait]
 impl<S: OccupancyStore> Occupancy for Gate<S> {
-    type WatchOccupancyStream = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<WatchOccupancyResponse, Status>> + Send>,
-    >;
-
-    async fn watch_occupancy(
-        &self,
-        _request: Request<WatchOccupancyRequest>,
-    ) -> Result<Response<Self::WatchOccupancyStream>, Status> {
-        Err(Status::unimplemented("WatchOccupancy is not served yet"))
-    }
+    type WatchOccupancyStream = watch::WatchStream;
 
     async fn is_occupied(
         &self,
         request: Request<IsOccupiedRequest>,
     ) -> Result<Response<IsOccupiedResponse>, Status> {
-        let channel = request::is_occupied(request.into_inner()).map_err(status::invalid)?;
-        let answer = self
+        let request = request.into_inner();
+        let app = self.app(&request.app_id)?;
+        let channel = request::is_occupied(request).map_err(status::invalid)?;
+        let answer = app
             .store
             .occupied(std::slice::from_ref(&channel))
             .await
-            .map_err(status::store)?;
+            .map_err(|err| status::store(&app.id, err))?;
         let occupied = answer.first().copied().unwrap_or(false);
-        tracing::debug!(%channel, occupied, "gate answered");
+        tracing::debug!(app = %app.id, %channel, occupied, "gate answered");
         Ok(Response::new(IsOccupiedResponse { occupied }))
     }
 
@@ -64,12 +63,14 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         &self,
         request: Request<PublishIfOccupiedRequest>,
     ) -> Result<Response<PublishIfOccupiedResponse>, Status> {
-        let publish = request::publish(request.into_inner()).map_err(status::invalid)?;
-        let occupied = self
+        let request = request.into_inner();
+        let app = self.app(&request.app_id)?;
+        let publish = request::publish(request).map_err(status::invalid)?;
+        let occupied = app
             .store
             .occupied(&publish.channels)
             .await
-            .map_err(status::store)?;
+            .map_err(|err| status::store(&app.id, err))?;
         let (live, vacant): (Vec<_>, Vec<_>) = publish
             .channels
             .into_iter()
@@ -79,7 +80,7 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         let skipped: Vec<String> = vacant.into_iter().map(|(c, _)| c.to_string()).collect();
 
         if !live.is_empty() {
-            self.publisher
+            app.publisher
                 .trigger(
                     &live,
                     &publish.event,
@@ -88,11 +89,12 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
                 )
                 .await
                 .map_err(|err| {
-                    tracing::warn!(%err, event = %publish.event, channels = live.len(), "publish failed");
+                    tracing::warn!(app = %app.id, error = %err, event = %publish.event, channels = live.len(), "publish failed");
                     status::publish(err)
                 })?;
         }
         tracing::debug!(
+            app = %app.id,
             event = %publish.event,
             published = live.len(),
             skipped = skipped.len(),
@@ -103,5 +105,19 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
             skipped,
             ..Default::default()
         }))
+    }
+
+    async fn watch_occupancy(
+        &self,
+        request: Request<WatchOccupancyRequest>,
+    ) -> Result<Response<Self::WatchOccupancyStream>, Status> {
+        let request = request.into_inner();
+        let app = self.app(&request.app_id)?.clone();
+        let prefix = request::watch_prefix(request.channel_prefix).map_err(status::invalid)?;
+        Ok(Response::new(watch::start(
+            app,
+            prefix,
+            self.shutdown.clone(),
+        )))
     }
 }

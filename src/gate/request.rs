@@ -33,6 +33,16 @@ pub fn is_occupied(request: IsOccupiedRequest) -> Result<ChannelName, InvalidFie
     ChannelName::parse(request.channel).map_err(|e| invalid("channel", e.to_string()))
 }
 
+/// A checked `WatchOccupancy` prefix: empty, or the start of a channel name.
+pub fn watch_prefix(prefix: String) -> Result<String, InvalidField> {
+    if prefix.is_empty() {
+        return Ok(prefix);
+    }
+    ChannelName::parse(prefix)
+        .map(|p| p.as_str().to_owned())
+        .map_err(|e| invalid("channel_prefix", e.to_string()))
+}
+
 /// A checked `PublishIfOccupied` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {

@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use super::request::InvalidField;
+use crate::apps::AppLookupError;
 use crate::pusher::PublishError;
 use crate::store::StoreError;
 
@@ -12,13 +13,23 @@ pub fn invalid(err: InvalidField) -> Status {
     Status::invalid_argument(err.to_string())
 }
 
-/// `UNAVAILABLE` while the store is unreachable (retry later), `INTERNAL` otherwise.
-pub fn store(err: StoreError) -> Status {
+/// `UNAVAILABLE` while the store is unreachable (retry later), `INTERNAL` otherwise. The caller
+/// gets the short message; the cause (Redis's own error) goes to the log only.
+pub fn store(app: &str, err: StoreError) -> Status {
     let code = match err {
         StoreError::Unavailable(_) => Code::Unavailable,
-        StoreError::Failed(_) => Code::Internal,
+        StoreError::Failed(_) | StoreError::Unexpected(_) => Code::Internal,
     };
+    tracing::warn!(app, error = ?err, "store call failed");
     Status::new(code, err.to_string())
+}
+
+/// `INVALID_ARGUMENT` for an empty `app_id` among several apps, `NOT_FOUND` for an unknown one.
+pub fn app(err: AppLookupError) -> Status {
+    match err {
+        AppLookupError::Ambiguous(_) => Status::invalid_argument(err.to_string()),
+        AppLookupError::Unknown(_) => Status::not_found(err.to_string()),
+    }
 }
 
 /// Pusher's answers, by what the caller can do about them.
@@ -33,6 +44,7 @@ pub fn publish(err: PublishError) -> Status {
         },
         PublishError::Timeout(_) => Code::DeadlineExceeded,
         PublishError::Unreachable(_) => Code::Unavailable,
+        PublishError::Encode(_) => Code::Internal,
     };
     Status::new(code, err.to_string())
 }

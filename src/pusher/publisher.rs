@@ -47,6 +47,9 @@ pub enum PublishError {
     /// No answer within the timeout; the event may or may not have been delivered.
     #[error("Pusher did not answer within {0:?}")]
     Timeout(Duration),
+    /// The request could not be encoded; nothing was sent, and retrying will not help.
+    #[error("cannot encode the Pusher request")]
+    Encode(#[source] serde_json::Error),
     /// Pusher could not be reached at all.
     #[error("Pusher unreachable: {0}")]
     Unreachable(String),
@@ -69,6 +72,14 @@ pub struct Publisher {
     config: PublisherConfig,
     events_path: String,
     events_url: Url,
+    channels_path: String,
+    channels_url: Url,
+}
+
+/// The answer to `GET /apps/{app_id}/channels`.
+#[derive(serde::Deserialize)]
+struct ChannelsAnswer {
+    channels: std::collections::HashMap<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -91,17 +102,24 @@ impl Publisher {
             .connect_timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("occupancy/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send a signed request to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         // A base URL with a path (a proxy prefix) keeps it; the signature covers the full path.
         let prefix = config.api_url.path().trim_end_matches('/');
         let events_path = format!("{prefix}/apps/{}/events", config.app_id);
         let mut events_url = config.api_url.clone();
         events_url.set_path(&events_path);
+        let channels_path = format!("{prefix}/apps/{}/channels", config.app_id);
+        let mut channels_url = config.api_url.clone();
+        channels_url.set_path(&channels_path);
         Ok(Self {
             http,
             config,
             events_path,
             events_url,
+            channels_path,
+            channels_url,
         })
     }
 
@@ -120,11 +138,8 @@ impl Publisher {
             channels: channels.iter().map(ChannelName::as_str).collect(),
             socket_id,
         })
-        .map_err(|e| PublishError::Unreachable(format!("cannot encode request: {e}")))?;
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        .map_err(PublishError::Encode)?;
+        let timestamp = unix_seconds();
         let query = signed_query(
             &self.config.key,
             self.config.secret.expose_secret(),
@@ -153,6 +168,44 @@ impl Publisher {
         })
     }
 
+    /// Every occupied channel of the app, from `GET /apps/{app_id}/channels` (one API call,
+    /// counted against the app's quota like any other).
+    pub async fn channels(&self) -> Result<Vec<String>, PublishError> {
+        let query = signed_query(
+            &self.config.key,
+            self.config.secret.expose_secret(),
+            "GET",
+            &self.channels_path,
+            b"",
+            unix_seconds(),
+        );
+        let response = self
+            .http
+            .get(self.channels_url.clone())
+            .query(&query)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(PublishError::Rejected {
+                status: status.as_u16(),
+                reason: shorten(text.trim()),
+            });
+        }
+        let answer: ChannelsAnswer = response.json().await.map_err(|e| PublishError::Rejected {
+            status: status.as_u16(),
+            reason: format!("not a channel list: {}", e.without_url()),
+        })?;
+        Ok(answer.channels.into_keys().collect())
+    }
+
+    /// The app this publisher publishes to.
+    pub fn app_id(&self) -> &str {
+        &self.config.app_id
+    }
+
     /// A transport failure without the request URL, whose query carries the signature.
     fn transport_error(&self, err: reqwest::Error) -> PublishError {
         if err.is_timeout() {
@@ -161,6 +214,13 @@ impl Publisher {
             PublishError::Unreachable(error_chain(&err.without_url()))
         }
     }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// An error and its causes on one line: reqwest's top-level message alone ("error sending

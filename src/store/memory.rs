@@ -1,48 +1,162 @@
-//! The in-memory store: the whole set in this process, for a bare machine and for tests.
+//! The in-memory store: one app's set in this process, for a bare machine and for tests.
 //!
 //! State is lost on exit and is not shared with other replicas or with encoders reading Redis,
-//! which is why start-up logs say so plainly when this store is chosen.
+//! which is why start-up logs say so plainly when this store is chosen. It orders events exactly
+//! as the Redis store does, so both pass the same tests.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
-use super::{Change, OccupancyStore, StoreError};
+use super::{Applied, Event, Occupancy, OccupancyStore, Repairs, StoreError, now_ms};
 use crate::channel::ChannelName;
 
-/// A set of occupied channels held in this process. Cloning shares the set.
-#[derive(Debug, Clone, Default)]
-pub struct MemoryStore {
-    channels: Arc<RwLock<HashSet<String>>>,
+/// What is known of one channel: whether it is occupied, and the time of the last event applied.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    occupied: bool,
+    time_ms: u64,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    /// Occupied channels, and vacated ones still inside the retention window.
+    channels: HashMap<Box<str>, Entry>,
+    /// When vacated entries outside the window were last dropped.
+    pruned_at_ms: u64,
+}
+
+/// One app's set of occupied channels, held in this process. Cloning shares the set.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    state: Arc<RwLock<State>>,
+    retention_ms: u64,
+}
+
+/// How often vacated entries past the window are dropped: often enough to bound memory, rarely
+/// enough that the scan costs nothing noticeable.
+const PRUNE_EVERY_MS: u64 = 10_000;
+
 impl MemoryStore {
-    /// An empty store: every channel vacant.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty store (every channel vacant) that remembers event times for `retention`.
+    pub fn new(retention: Duration) -> Self {
+        Self {
+            state: Arc::default(),
+            retention_ms: retention.as_millis() as u64,
+        }
+    }
+
+    /// How many channels the store keeps an entry for (occupied, or vacated within the window).
+    pub fn tracked(&self) -> usize {
+        self.read().channels.len()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A poisoned lock only means another writer panicked mid-batch; the map is still valid.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl OccupancyStore for MemoryStore {
-    async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
-        // One write lock for the whole batch makes it atomic to readers. A poisoned lock only
-        // means another writer panicked mid-batch; the set itself is still a valid set.
-        let mut set = self
-            .channels
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        for change in changes {
-            if change.occupied {
-                set.insert(change.channel.as_str().to_owned());
-            } else {
-                set.remove(change.channel.as_str());
-            }
+    async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
+        let now = now_ms();
+        let horizon = now.saturating_sub(self.retention_ms);
+        let mut state = self.write();
+        if now.saturating_sub(state.pruned_at_ms) >= PRUNE_EVERY_MS {
+            state
+                .channels
+                .retain(|_, entry| entry.occupied || entry.time_ms >= horizon);
+            state.pruned_at_ms = now;
         }
-        Ok(())
+        let mut result = Applied::default();
+        for event in events {
+            let known = state.channels.get(event.channel.as_str()).copied();
+            let stale = event.time_ms < horizon
+                || known
+                    .is_some_and(|entry| entry.time_ms >= horizon && event.time_ms < entry.time_ms);
+            if stale {
+                result.stale += 1;
+                continue;
+            }
+            let entry = Entry {
+                occupied: event.occupancy == Occupancy::Occupied,
+                time_ms: event.time_ms,
+            };
+            match state.channels.get_mut(event.channel.as_str()) {
+                Some(slot) => *slot = entry,
+                None => {
+                    state.channels.insert(event.channel.as_str().into(), entry);
+                }
+            }
+            result.applied.push(event.clone());
+        }
+        Ok(result)
     }
 
     async fn occupied(&self, channels: &[ChannelName]) -> Result<Vec<bool>, StoreError> {
-        let set = self.channels.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(channels.iter().map(|c| set.contains(c.as_str())).collect())
+        let state = self.read();
+        Ok(channels
+            .iter()
+            .map(|c| state.channels.get(c.as_str()).is_some_and(|e| e.occupied))
+            .collect())
+    }
+
+    async fn members(&self) -> Result<Vec<String>, StoreError> {
+        let state = self.read();
+        Ok(state
+            .channels
+            .iter()
+            .filter(|(_, e)| e.occupied)
+            .map(|(c, _)| c.to_string())
+            .collect())
+    }
+
+    async fn reconcile(
+        &self,
+        listed: &[String],
+        requested_at_ms: u64,
+    ) -> Result<Repairs, StoreError> {
+        let mut state = self.write();
+        let mut repairs = Repairs::default();
+        // An event newer than the request stands: it happened after Pusher made its list.
+        let newer = |entry: Option<&Entry>| entry.is_some_and(|e| e.time_ms > requested_at_ms);
+        let listed_set: std::collections::HashSet<&str> =
+            listed.iter().map(String::as_str).collect();
+        for channel in listed {
+            let entry = state.channels.get(channel.as_str());
+            if entry.is_some_and(|e| e.occupied) || newer(entry) {
+                continue;
+            }
+            state.channels.insert(
+                channel.as_str().into(),
+                Entry {
+                    occupied: true,
+                    time_ms: requested_at_ms,
+                },
+            );
+            repairs.added.push(channel.clone());
+        }
+        for (channel, entry) in state.channels.iter_mut() {
+            if entry.occupied
+                && !listed_set.contains(&**channel)
+                && entry.time_ms <= requested_at_ms
+            {
+                *entry = Entry {
+                    occupied: false,
+                    time_ms: requested_at_ms,
+                };
+                repairs.removed.push(channel.to_string());
+            }
+        }
+        Ok(repairs)
+    }
+
+    async fn lock_reconcile(&self, _owner: &str, _ttl: Duration) -> Result<bool, StoreError> {
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,50 +1,91 @@
-//! Where the set of occupied channels lives.
+//! Where the sets of occupied channels live, one set per Pusher app.
 //!
-//! The gate and the webhook listener only need three things from storage: apply a batch of
-//! occupancy changes as one unit, say which of some channels are occupied, and say whether the
-//! store is reachable at all (for health checks). [`OccupancyStore`] is exactly that, so the Redis
-//! store used in production and the in-memory store used on a bare machine are interchangeable and
-//! pass the same behavioural tests.
+//! Pusher promises neither order nor a single delivery, so the store does not simply add and
+//! remove: every event carries Pusher's `time_ms`, and a channel changes only for an event at
+//! least as new as the last one applied to it. Check and change are one atomic step (a Lua
+//! script in Redis, one lock in memory), so concurrent deliveries to several replicas cannot
+//! interleave wrongly. Per-channel timestamps are kept for a retention window only; events older
+//! than the window are stale, so a replayed old webhook changes nothing and bookkeeping does not
+//! grow with every channel ever seen.
+//!
+//! [`OccupancyStore`] is one app's view of a backend. The Redis store used in production and the
+//! in-memory store used on a bare machine are interchangeable and pass the same tests.
 
 mod memory;
 mod redis;
 
 use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, RedisStoreConfig};
+pub use self::redis::{BadRedisUrl, RedisBackend, RedisStore, RedisStoreConfig, StoreKeys};
 use crate::channel::ChannelName;
 
-/// One channel becoming occupied or vacant, as a webhook reported it.
+/// What a webhook said happened to a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occupancy {
+    /// `channel_occupied`: the first subscriber arrived.
+    Occupied,
+    /// `channel_vacated`: the last subscriber left.
+    Vacated,
+}
+
+/// One occupancy event, as a webhook reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
+pub struct Event {
     /// The channel whose occupancy changed.
     pub channel: ChannelName,
-    /// `true` for `channel_occupied`, `false` for `channel_vacated`.
-    pub occupied: bool,
+    /// What happened.
+    pub occupancy: Occupancy,
+    /// When Pusher created the webhook (ms since the epoch): orders deliveries.
+    pub time_ms: u64,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The events that were applied, in order (the set now reflects them).
+    pub applied: Vec<Event>,
+    /// How many events were older than what the store already knew, or than the retention
+    /// window, and so changed nothing.
+    pub stale: usize,
+}
+
+/// What a reconciliation changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Channels Pusher listed that the set lacked.
+    pub added: Vec<String>,
+    /// Channels the set held that Pusher did not list.
+    pub removed: Vec<String>,
 }
 
 /// Why the store could not answer. Kept apart so callers can tell "retry later" from "an operator
-/// must look", which map to different gRPC statuses and HTTP codes.
+/// must look", which map to different gRPC statuses and HTTP codes. The source is kept for the
+/// log; callers show only the short message.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store cannot be reached right now (refused, dropped, timed out, loading). Retrying
-    /// later is the right answer, so webhooks get 503 and the gate `UNAVAILABLE`.
-    #[error("occupancy store unavailable: {0}")]
-    Unavailable(String),
+    /// The store cannot be reached right now (refused, dropped, timed out, loading, read-only
+    /// replica). Retrying later is the right answer, so webhooks get 503 and the gate
+    /// `UNAVAILABLE`.
+    #[error("occupancy store unavailable")]
+    Unavailable(#[source] ::redis::RedisError),
     /// The store answered, but with an error that retrying will not fix (for example the key
     /// holds something other than a set).
-    #[error("occupancy store failed: {0}")]
-    Failed(String),
+    #[error("occupancy store failed")]
+    Failed(#[source] ::redis::RedisError),
+    /// The store answered something this service does not understand.
+    #[error("occupancy store answered unexpectedly: {0}")]
+    Unexpected(&'static str),
 }
 
-/// Storage for the set of occupied channels.
+/// One app's set of occupied channels.
 ///
 /// Implementations answer every call with at most one round trip to their backend, over
 /// connections set up once: the gate sits on the encoders' hot path.
 pub trait OccupancyStore: Send + Sync + 'static {
-    /// Applies `changes` in order, as one unit: either all take effect or none does.
-    fn apply(&self, changes: &[Change]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Applies `events` in order, as one atomic step, skipping stale ones.
+    fn apply(&self, events: &[Event]) -> impl Future<Output = Result<Applied, StoreError>> + Send;
 
     /// For each of `channels`, in order, whether it is occupied.
     fn occupied(
@@ -52,6 +93,36 @@ pub trait OccupancyStore: Send + Sync + 'static {
         channels: &[ChannelName],
     ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
 
-    /// Succeeds only while the store can answer; drives the health status.
+    /// Every occupied channel.
+    fn members(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Makes the set equal `listed` (Pusher's answer to a listing requested at `requested_at_ms`),
+    /// except for channels changed by an event newer than the request, which stand.
+    fn reconcile(
+        &self,
+        listed: &[String],
+        requested_at_ms: u64,
+    ) -> impl Future<Output = Result<Repairs, StoreError>> + Send;
+
+    /// Takes this app's reconcile lock for `ttl` unless another replica holds it; true when
+    /// taken. A store private to one process always grants it.
+    fn lock_reconcile(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Succeeds only while the store can answer and take writes; drives the health status.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// Milliseconds since the epoch on this machine's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// The default retention window: well past Pusher's five minutes of retries.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(15 * 60);

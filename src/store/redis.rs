@@ -1,54 +1,77 @@
-//! The Redis store: the set lives under one key (`pusher:channels` by default), so encoders that
-//! already run `SISMEMBER pusher:channels X` keep working beside the gate.
+//! The Redis store: each app's set lives under one key (`pusher:channels` by default), so
+//! encoders that already run `SISMEMBER pusher:channels X` keep working beside the gate.
 //!
-//! A single [`ConnectionManager`] multiplexes every request over one connection and reconnects by
-//! itself after Redis restarts. It is created lazily, so the service starts (and reports
-//! `NOT_SERVING`) while Redis is still down, and short timeouts make an outage answer quickly
-//! instead of holding encoders and Pusher's webhook deliveries.
+//! Events are applied by a Lua script that checks each event's `time_ms` against a sorted set of
+//! per-channel timestamps (`{<set key>}:times`, sharing the set key's hash slot so the script
+//! runs on one slot of a Redis Cluster too) and changes the set in the same atomic step.
+//!
+//! One [`ConnectionManager`] multiplexes every request. It reconnects by itself after errors it
+//! deems fatal, but not after timeouts (a Redis that died without a reset) or `READONLY` (a
+//! primary demoted by a failover), so [`RedisBackend`] rebuilds it after consecutive timeouts and
+//! on `READONLY`. It is created lazily, so the service starts (and reports `NOT_SERVING`) while
+//! Redis is still down, and short timeouts make an outage answer quickly.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
-use super::{Change, OccupancyStore, StoreError};
+use super::{Applied, Event, Occupancy, OccupancyStore, Repairs, StoreError};
 use crate::channel::ChannelName;
 
-/// How to reach Redis and which key holds the set.
+/// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisStoreConfig {
     /// A `redis://` or `rediss://` URL. May hold a password: never log it whole (see
-    /// [`RedisStore::describe`]).
+    /// [`RedisBackend::describe`]).
     pub url: String,
-    /// The key of the set of occupied channels.
-    pub key: String,
     /// Limit on connecting and on each command's answer; an outage is reported after this long.
     pub timeout: Duration,
 }
 
-/// The set of occupied channels in Redis.
-#[derive(Clone)]
-pub struct RedisStore {
-    connection: ConnectionManager,
-    key: String,
+/// After this many timeouts in a row the connection is presumed dead (a Redis gone without a
+/// reset keeps a socket open for minutes) and is rebuilt.
+const TIMEOUTS_BEFORE_REBUILD: u32 = 2;
+
+struct Shared {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    current: RwLock<ConnectionManager>,
+    timeouts: AtomicU32,
     target: String,
 }
 
-impl std::fmt::Debug for RedisStore {
+/// One Redis, shared by the stores of every app. Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisBackend {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("target", &self.target)
-            .field("key", &self.key)
+        f.debug_struct("RedisBackend")
+            .field("target", &self.shared.target)
             .finish_non_exhaustive()
     }
 }
 
-impl RedisStore {
+/// Why a Redis URL cannot be used at all. Only the category is kept: the URL may hold a password.
+#[derive(Debug, thiserror::Error)]
+#[error("not a usable Redis URL ({category})")]
+pub struct BadRedisUrl {
+    category: String,
+}
+
+impl RedisBackend {
     /// Prepares the connection without making it, so a Redis that is down at start-up delays
     /// nothing; the first command connects. Fails only for a URL that cannot be used at all.
-    pub fn new(config: RedisStoreConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| StoreError::Failed(format!("invalid Redis URL: {}", e.category())))?;
+    pub fn new(config: &RedisStoreConfig) -> Result<Self, BadRedisUrl> {
+        let bad = |e: RedisError| BadRedisUrl {
+            category: e.category().to_owned(),
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(bad)?;
         // The address alone: the URL may carry a password.
         let target = client.get_connection_info().addr().to_string();
         let manager_config = ConnectionManagerConfig::new()
@@ -59,74 +82,296 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(200));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| StoreError::Failed(format!("cannot set up Redis connection: {e}")))?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                .map_err(bad)?;
         Ok(Self {
-            connection,
-            key: config.key,
-            target,
+            shared: Arc::new(Shared {
+                client,
+                config: manager_config,
+                current: RwLock::new(connection),
+                timeouts: AtomicU32::new(0),
+                target,
+            }),
         })
     }
 
-    /// Where this store points, safe to log: host, port and key, never credentials.
+    /// Where this backend points, safe to log: host and port, never credentials.
     pub fn describe(&self) -> String {
-        format!("redis at {} key {:?}", self.target, self.key)
+        format!("redis at {}", self.shared.target)
+    }
+
+    /// The store of one app's set, under `keys`.
+    pub fn store(&self, keys: StoreKeys, retention: Duration) -> RedisStore {
+        RedisStore {
+            backend: self.clone(),
+            keys,
+            retention_ms: retention.as_millis() as u64,
+        }
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs one request, rebuilding the connection when its failure shows the old one is stuck,
+    /// and sorts any error into "retry later" and "needs an operator".
+    async fn run<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        match request(self.connection()).await {
+            Ok(value) => {
+                self.shared.timeouts.store(0, Ordering::Relaxed);
+                Ok(value)
+            }
+            Err(err) => {
+                if is_read_only(&err) {
+                    tracing::warn!(
+                        "Redis answered READONLY (a replica, after a failover?): reconnecting"
+                    );
+                    self.rebuild();
+                } else if err.is_timeout() {
+                    let count = self.shared.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                    if count >= TIMEOUTS_BEFORE_REBUILD {
+                        tracing::warn!(timeouts = count, "Redis keeps timing out: reconnecting");
+                        self.rebuild();
+                    }
+                }
+                Err(classify(err))
+            }
+        }
+    }
+
+    fn rebuild(&self) {
+        self.shared.timeouts.store(0, Ordering::Relaxed);
+        match ConnectionManager::new_lazy_with_config(
+            self.shared.client.clone(),
+            self.shared.config.clone(),
+        ) {
+            Ok(fresh) => {
+                *self
+                    .shared
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = fresh;
+            }
+            Err(err) => {
+                tracing::error!(error = %err.category(), "cannot rebuild the Redis connection")
+            }
+        }
+    }
+}
+
+/// The Redis keys of one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreKeys {
+    /// The set of occupied channels, read by encoders with `SISMEMBER`.
+    pub set: String,
+    /// Sorted set: channel -> `time_ms` of the last event applied.
+    pub times: String,
+    /// The lock that lets one replica at a time reconcile this app.
+    pub reconcile_lock: String,
+}
+
+impl StoreKeys {
+    /// The keys for a set under `set`. The others share its hash slot: they use its hash tag if
+    /// it has one, or wrap the whole key in one (`{pusher:channels}:times` hashes exactly like
+    /// `pusher:channels`), so encoders keep reading the set by its plain name, in a Redis Cluster
+    /// too.
+    pub fn for_set(set: &str) -> Self {
+        let tag = match hash_tag(set) {
+            Some(_) => set.to_owned(),
+            None => format!("{{{set}}}"),
+        };
+        Self {
+            set: set.to_owned(),
+            times: format!("{tag}:times"),
+            reconcile_lock: format!("{tag}:reconcile-lock"),
+        }
+    }
+}
+
+/// The part of a key Redis Cluster hashes, when the key names one (`a{tag}b` -> `tag`).
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    (close > 0).then(|| &key[open + 1..open + 1 + close])
+}
+
+/// One app's set of occupied channels in Redis.
+#[derive(Clone, Debug)]
+pub struct RedisStore {
+    backend: RedisBackend,
+    keys: StoreKeys,
+    retention_ms: u64,
+}
+
+fn apply_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/apply.lua")))
+}
+
+fn reconcile_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/reconcile.lua")))
+}
+
+impl RedisStore {
+    /// This app's keys.
+    pub fn keys(&self) -> &StoreKeys {
+        &self.keys
+    }
+
+    /// The backend this store talks to.
+    pub fn backend(&self) -> &RedisBackend {
+        &self.backend
     }
 }
 
 impl OccupancyStore for RedisStore {
-    async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
+    async fn lock_reconcile(&self, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.keys.reconcile_lock.clone();
+        let owner = owner.to_owned();
+        let taken: Option<String> = self
+            .backend
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
+        let mut invocation = apply_script().prepare_invoke();
+        invocation
+            .key(&self.keys.set)
+            .key(&self.keys.times)
+            .arg(self.retention_ms);
+        for event in events {
+            invocation
+                .arg(match event.occupancy {
+                    Occupancy::Occupied => "1",
+                    Occupancy::Vacated => "0",
+                })
+                .arg(event.time_ms)
+                .arg(event.channel.as_str());
         }
-        // MULTI/EXEC: the batch lands whole and in order, in one round trip.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for change in changes {
-            let command = if change.occupied { "SADD" } else { "SREM" };
-            pipe.cmd(command)
-                .arg(&self.key)
-                .arg(change.channel.as_str())
-                .ignore();
+        let flags: Vec<u8> = self
+            .backend
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        if flags.len() != events.len() {
+            return Err(StoreError::Unexpected(
+                "the apply script answered for a different number of events",
+            ));
         }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(classify)
+        let mut applied = Applied::default();
+        for (event, flag) in events.iter().zip(flags) {
+            if flag == 1 {
+                applied.applied.push(event.clone());
+            } else {
+                applied.stale += 1;
+            }
+        }
+        Ok(applied)
     }
 
     async fn occupied(&self, channels: &[ChannelName]) -> Result<Vec<bool>, StoreError> {
-        let mut connection = self.connection.clone();
-        match channels {
-            [] => Ok(Vec::new()),
+        let key = &self.keys.set;
+        let answer: Vec<bool> = match channels {
+            [] => return Ok(Vec::new()),
             [one] => {
-                let occupied: bool = redis::cmd("SISMEMBER")
-                    .arg(&self.key)
-                    .arg(one.as_str())
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(classify)?;
-                Ok(vec![occupied])
+                let one: bool = self
+                    .backend
+                    .run(|mut c| async move {
+                        redis::cmd("SISMEMBER")
+                            .arg(key)
+                            .arg(one.as_str())
+                            .query_async(&mut c)
+                            .await
+                    })
+                    .await?;
+                vec![one]
             }
             // SISMEMBER per channel, pipelined: one round trip, and unlike SMISMEMBER it works
             // on every Redis version.
             many => {
                 let mut pipe = redis::pipe();
                 for channel in many {
-                    pipe.cmd("SISMEMBER").arg(&self.key).arg(channel.as_str());
+                    pipe.cmd("SISMEMBER").arg(key).arg(channel.as_str());
                 }
-                pipe.query_async(&mut connection).await.map_err(classify)
+                self.backend
+                    .run(|mut c| async move { pipe.query_async(&mut c).await })
+                    .await?
             }
+        };
+        if answer.len() != channels.len() {
+            return Err(StoreError::Unexpected(
+                "Redis answered for a different number of channels",
+            ));
         }
+        Ok(answer)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut connection)
+    async fn members(&self) -> Result<Vec<String>, StoreError> {
+        let key = &self.keys.set;
+        self.backend
+            .run(|mut c| async move { redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await })
             .await
-            .map_err(classify)
     }
+
+    async fn reconcile(
+        &self,
+        listed: &[String],
+        requested_at_ms: u64,
+    ) -> Result<Repairs, StoreError> {
+        let mut invocation = reconcile_script().prepare_invoke();
+        invocation
+            .key(&self.keys.set)
+            .key(&self.keys.times)
+            .arg(requested_at_ms);
+        for channel in listed {
+            invocation.arg(channel.as_str());
+        }
+        let (added, removed): (Vec<String>, Vec<String>) = self
+            .backend
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(Repairs { added, removed })
+    }
+
+    /// An empty run of the apply script: proves Redis answers, has the script and takes writes
+    /// (a replica answers `READONLY`), and prunes old timestamps on the way.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut invocation = apply_script().prepare_invoke();
+        invocation
+            .key(&self.keys.set)
+            .key(&self.keys.times)
+            .arg(self.retention_ms);
+        let _: Vec<u8> = self
+            .backend
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
+}
+
+fn is_read_only(err: &RedisError) -> bool {
+    matches!(err.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly))
+        || err.to_string().contains("READONLY")
 }
 
 /// Sorts a Redis error into "try again later" and "needs an operator".
@@ -135,6 +380,7 @@ fn classify(err: RedisError) -> StoreError {
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
+        || is_read_only(&err)
         || matches!(
             err.kind(),
             ErrorKind::Server(
@@ -145,8 +391,23 @@ fn classify(err: RedisError) -> StoreError {
             )
         );
     if transient {
-        StoreError::Unavailable(err.to_string())
+        StoreError::Unavailable(err)
     } else {
-        StoreError::Failed(err.to_string())
+        StoreError::Failed(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_keys_share_the_set_keys_hash_slot() {
+        let plain = StoreKeys::for_set("pusher:channels");
+        assert_eq!(plain.set, "pusher:channels");
+        assert_eq!(plain.times, "{pusher:channels}:times");
+        let tagged = StoreKeys::for_set("pusher:{42}:channels");
+        assert_eq!(tagged.times, "pusher:{42}:channels:times");
+        assert_eq!(hash_tag("a{}b"), None);
     }
 }

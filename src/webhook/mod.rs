@@ -1,14 +1,15 @@
-//! The webhook listener: `POST /webhooks/pusher` keeps the store in step with Pusher.
+//! The webhook listener: `POST /webhooks/pusher` keeps each app's set in step with Pusher.
 //!
 //! Every answer is chosen with Pusher's delivery in mind: it retries any non-2xx answer for five
 //! minutes, so a transient failure (the store is down) must be non-2xx (503) to be retried, while
 //! a request that can never succeed (bad signature, malformed body) gets a 4xx that says why.
-//! Checks run cheapest and most fundamental first, and none of the error answers changes state:
+//! Checks run cheapest and most fundamental first: the key header before the body is read, the
+//! signature before the body is parsed. None of the error answers changes state:
 //!
 //! | answer | when |
 //! |---|---|
-//! | 200 | the batch was applied (or held nothing to apply) |
-//! | 400 | the body is not a Pusher webhook, or names an invalid channel |
+//! | 200 | the batch was applied (stale, unusable and other events counted, not applied) |
+//! | 400 | the body is not a Pusher webhook |
 //! | 401 | `X-Pusher-Key` / `X-Pusher-Signature` missing, unknown or wrong |
 //! | 413 | the body is over the configured limit |
 //! | 500 | the store answered with an error retrying will not fix |
@@ -17,64 +18,95 @@
 mod payload;
 mod signature;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
-use std::sync::Arc;
 
 pub use self::payload::{Batch, PayloadError};
-pub use self::signature::{SignatureError, WebhookKeys, sign};
-use crate::store::{OccupancyStore, StoreError};
+pub use self::signature::{SignatureError, WebhookKey, WebhookKeys, sign};
+use crate::apps::{Apps, ChangeBatch};
+use crate::store::{Occupancy, OccupancyStore, StoreError};
 
 /// The path Pusher is configured to post to.
 pub const WEBHOOK_PATH: &str = "/webhooks/pusher";
 
 struct WebhookState<S> {
-    store: Arc<S>,
+    apps: Arc<Apps<S>>,
     keys: WebhookKeys,
+    body_limit: usize,
 }
 
 /// The axum router serving [`WEBHOOK_PATH`], rejecting bodies over `body_limit` bytes.
-pub fn router<S: OccupancyStore>(store: Arc<S>, keys: WebhookKeys, body_limit: usize) -> Router {
-    let state = Arc::new(WebhookState { store, keys });
+pub fn router<S: OccupancyStore>(
+    apps: Arc<Apps<S>>,
+    keys: WebhookKeys,
+    body_limit: usize,
+) -> Router {
+    let state = Arc::new(WebhookState {
+        apps,
+        keys,
+        body_limit,
+    });
     Router::new()
         .route(WEBHOOK_PATH, post(receive::<S>))
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
 async fn receive<S: OccupancyStore>(
     State(state): State<Arc<WebhookState<S>>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let body = match body {
+    let (parts, body) = request.into_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // A stranger's request is refused on its headers alone, before its body is read.
+    if let Err(err) = state.keys.find(header("x-pusher-key")) {
+        tracing::warn!(reason = %err, "webhook rejected: bad key");
+        return answer(StatusCode::UNAUTHORIZED, &err.to_string());
+    }
+    let body = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            tracing::warn!(%status, "webhook body rejected: {}", rejection.body_text());
-            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "body is over the webhook size limit".to_owned()
+        Err(err) => {
+            // The only error with a limit set is the limit, or a client that broke off.
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                tracing::warn!(
+                    limit = state.body_limit,
+                    "webhook rejected: body over the limit"
+                );
+                answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body is over the webhook size limit",
+                )
             } else {
-                rejection.body_text()
+                tracing::warn!(%err, "webhook body could not be read");
+                answer(StatusCode::BAD_REQUEST, "the body could not be read")
             };
-            return answer(status, &reason);
         }
     };
 
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Err(err) = state
+    let app = match state
         .keys
         .verify(header("x-pusher-key"), header("x-pusher-signature"), &body)
+        .map(|index| state.apps.get(index))
     {
-        tracing::warn!(reason = %err, "webhook rejected: bad signature");
-        return answer(StatusCode::UNAUTHORIZED, &err.to_string());
-    }
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "webhook key without an app",
+            );
+        }
+        Err(err) => {
+            tracing::warn!(reason = %err, "webhook rejected: bad signature");
+            return answer(StatusCode::UNAUTHORIZED, &err.to_string());
+        }
+    };
 
     let batch = match Batch::parse(&body) {
         Ok(batch) => batch,
@@ -84,27 +116,55 @@ async fn receive<S: OccupancyStore>(
         }
     };
 
-    if let Err(err) = state.store.apply(&batch.changes).await {
-        let status = match err {
-            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StoreError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        tracing::error!(%err, events = batch.changes.len(), "webhook batch not applied");
-        return answer(status, &err.to_string());
-    }
+    let applied = match app.store.apply(&batch.events).await {
+        Ok(applied) => applied,
+        Err(err) => {
+            let status = match err {
+                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Failed(_) | StoreError::Unexpected(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            };
+            tracing::error!(error = ?err, app = %app.id, events = batch.events.len(), "webhook batch not applied");
+            return answer(status, &err.to_string());
+        }
+    };
 
-    let occupied = batch.changes.iter().filter(|c| c.occupied).count();
-    let vacated = batch.changes.len() - occupied;
+    let mut changes = ChangeBatch::default();
+    for event in &applied.applied {
+        let name = event.channel.as_str().to_owned();
+        match event.occupancy {
+            Occupancy::Occupied => changes.occupied.push(name),
+            Occupancy::Vacated => changes.vacated.push(name),
+        }
+    }
+    let (occupied, vacated) = (changes.occupied.len(), changes.vacated.len());
+    if occupied + vacated > 0 {
+        // No watcher is not an error.
+        let _ = app.changes.send(Arc::new(changes));
+    }
+    if applied.stale > 0 {
+        tracing::debug!(app = %app.id, stale = applied.stale, time_ms = batch.time_ms, "stale webhook events ignored");
+    }
     tracing::info!(
+        app = %app.id,
         time_ms = batch.time_ms,
         occupied,
         vacated,
+        stale = applied.stale,
         ignored = batch.ignored,
+        invalid = batch.invalid,
         "webhook batch applied"
     );
     (
         StatusCode::OK,
-        axum::Json(json!({ "occupied": occupied, "vacated": vacated, "ignored": batch.ignored })),
+        axum::Json(json!({
+            "occupied": occupied,
+            "vacated": vacated,
+            "stale": applied.stale,
+            "ignored": batch.ignored,
+            "invalid": batch.invalid,
+        })),
     )
         .into_response()
 }

@@ -1,50 +1,38 @@
-//! Reading a webhook body into occupancy changes.
+//! Reading a webhook body into occupancy events.
 //!
 //! Pusher posts `{"time_ms": <ms>, "events": [{"name": ..., "channel": ...}, ...]}`. Only
 //! `channel_occupied` and `channel_vacated` matter here; every other kind (`member_added`,
 //! `client_event`, `subscription_count`, `cache_miss`, kinds Pusher adds later) is accepted and
-//! ignored, so enabling more webhooks in the dashboard never makes deliveries fail.
+//! ignored, so enabling more webhooks in the dashboard never makes deliveries fail. An occupancy
+//! event whose channel the gate cannot use is counted as invalid and skipped: rejecting the
+//! batch would make Pusher retry it for five minutes and then drop the good events with it.
 
 use serde::Deserialize;
 
-use crate::channel::{ChannelName, ChannelNameError};
-use crate::store::Change;
+use crate::channel::ChannelName;
+use crate::store::{Event, Occupancy};
 
 /// A webhook body, reduced to what the store needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// When Pusher created the webhook (ms since the epoch). All events in one request share it;
-    /// it is what will order deliveries that arrive out of order.
+    /// it orders deliveries that arrive out of order.
     pub time_ms: u64,
-    /// The occupancy changes, in the order Pusher listed them.
-    pub changes: Vec<Change>,
+    /// The occupancy events, in the order Pusher listed them.
+    pub events: Vec<Event>,
     /// How many events were of other kinds.
     pub ignored: usize,
+    /// How many occupancy events had a missing or unusable channel.
+    pub invalid: usize,
 }
 
-/// Why a body is not a webhook we can apply. Answered with 400: retrying the same body will not
-/// help, and nothing is applied.
+/// Why a body is not a webhook at all. Answered with 400: retrying the same body will not help,
+/// and nothing is applied.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     /// Not JSON, or not the shape Pusher sends.
     #[error("body is not a Pusher webhook: {0}")]
     Malformed(#[from] serde_json::Error),
-    /// An occupancy event without a channel.
-    #[error("event {index} ({name}) has no channel")]
-    MissingChannel {
-        /// Position of the event in `events`.
-        index: usize,
-        /// The event's name.
-        name: String,
-    },
-    /// An occupancy event whose channel Pusher could not have sent.
-    #[error("event {index} has an invalid channel: {source}")]
-    BadChannel {
-        /// Position of the event in `events`.
-        index: usize,
-        /// What is wrong with the name.
-        source: ChannelNameError,
-    },
 }
 
 #[derive(Deserialize)]
@@ -57,37 +45,48 @@ struct RawWebhook {
 struct RawEvent {
     name: String,
     #[serde(default)]
-    channel: Option<String>,
+    channel: Option<serde_json::Value>,
 }
 
 impl Batch {
-    /// Parses a verified webhook body. Either the whole batch is valid or none of it is used.
+    /// Parses a verified webhook body.
     pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
         let raw: RawWebhook = serde_json::from_slice(body)?;
-        let mut changes = Vec::new();
-        let mut ignored = 0;
+        let mut batch = Batch {
+            time_ms: raw.time_ms,
+            events: Vec::new(),
+            ignored: 0,
+            invalid: 0,
+        };
         for (index, event) in raw.events.into_iter().enumerate() {
-            let occupied = match event.name.as_str() {
-                "channel_occupied" => true,
-                "channel_vacated" => false,
+            let occupancy = match event.name.as_str() {
+                "channel_occupied" => Occupancy::Occupied,
+                "channel_vacated" => Occupancy::Vacated,
                 _ => {
-                    ignored += 1;
+                    batch.ignored += 1;
                     continue;
                 }
             };
-            let channel = event.channel.ok_or_else(|| PayloadError::MissingChannel {
-                index,
-                name: event.name.clone(),
-            })?;
-            let channel = ChannelName::parse(channel)
-                .map_err(|source| PayloadError::BadChannel { index, source })?;
-            changes.push(Change { channel, occupied });
+            let channel = match event.channel {
+                Some(serde_json::Value::String(name)) => {
+                    ChannelName::from_webhook(name).map_err(|e| e.to_string())
+                }
+                Some(_) => Err("channel is not a string".to_owned()),
+                None => Err("no channel".to_owned()),
+            };
+            match channel {
+                Ok(channel) => batch.events.push(Event {
+                    channel,
+                    occupancy,
+                    time_ms: raw.time_ms,
+                }),
+                Err(reason) => {
+                    tracing::debug!(index, %reason, "webhook event skipped: unusable channel");
+                    batch.invalid += 1;
+                }
+            }
         }
-        Ok(Self {
-            time_ms: raw.time_ms,
-            changes,
-            ignored,
-        })
+        Ok(batch)
     }
 }
 
@@ -95,30 +94,35 @@ impl Batch {
 mod tests {
     use super::*;
 
-    fn change(channel: &str, occupied: bool) -> Change {
-        Change {
-            channel: ChannelName::parse(channel).expect("valid test channel"),
-            occupied,
+    fn event(channel: &str, occupancy: Occupancy) -> Event {
+        Event {
+            channel: ChannelName::from_webhook(channel).expect("valid test channel"),
+            occupancy,
+            time_ms: 1_700_000_000_000,
         }
     }
 
     #[test]
     fn keeps_occupancy_events_in_order_and_counts_the_rest() {
-        let body = br#"{"time_ms": 1700000000000, "events": [
+        let body = br##"{"time_ms": 1700000000000, "events": [
             {"name": "channel_occupied", "channel": "a"},
             {"name": "member_added", "channel": "presence-a", "user_id": "7"},
             {"name": "channel_vacated", "channel": "b"},
             {"name": "client_event", "channel": "a", "event": "client-x", "data": "{}", "socket_id": "1.2"},
             {"name": "subscription_count", "channel": "a", "subscription_count": 3},
-            {"name": "channel_occupied", "channel": "b"}
-        ]}"#;
+            {"name": "channel_occupied", "channel": "#server-to-user-1"}
+        ]}"##;
         let batch = Batch::parse(body).expect("valid webhook");
         assert_eq!(batch.time_ms, 1_700_000_000_000);
         assert_eq!(
-            batch.changes,
-            vec![change("a", true), change("b", false), change("b", true)]
+            batch.events,
+            vec![
+                event("a", Occupancy::Occupied),
+                event("b", Occupancy::Vacated),
+                event("#server-to-user-1", Occupancy::Occupied)
+            ]
         );
-        assert_eq!(batch.ignored, 3);
+        assert_eq!((batch.ignored, batch.invalid), (3, 0));
     }
 
     #[test]
@@ -140,19 +144,19 @@ mod tests {
     }
 
     #[test]
-    fn rejects_the_whole_batch_for_one_bad_channel() {
-        let body = br#"{"time_ms": 1, "events": [
-            {"name": "channel_occupied", "channel": "ok"},
-            {"name": "channel_vacated", "channel": "not ok"}
-        ]}"#;
-        assert!(matches!(
-            Batch::parse(body),
-            Err(PayloadError::BadChannel { index: 1, .. })
-        ));
-        let body = br#"{"time_ms": 1, "events": [{"name": "channel_occupied"}]}"#;
-        assert!(matches!(
-            Batch::parse(body),
-            Err(PayloadError::MissingChannel { index: 0, .. })
-        ));
+    fn skips_unusable_channels_and_keeps_the_rest() {
+        let long = "a".repeat(201);
+        let body = format!(
+            r#"{{"time_ms": 1, "events": [
+            {{"name": "channel_occupied", "channel": "ok"}},
+            {{"name": "channel_vacated", "channel": "not ok"}},
+            {{"name": "channel_vacated", "channel": 7}},
+            {{"name": "channel_occupied"}},
+            {{"name": "channel_occupied", "channel": "{long}"}}
+        ]}}"#
+        );
+        let batch = Batch::parse(body.as_bytes()).expect("a webhook");
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.invalid, 4);
     }
 }

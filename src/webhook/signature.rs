@@ -9,15 +9,26 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
-/// The key/secret pairs whose signatures are accepted.
+/// One accepted webhook key: its secret, and which app (by position) it belongs to.
+#[derive(Clone)]
+pub struct WebhookKey {
+    /// The app key, as sent in `X-Pusher-Key`.
+    pub key: String,
+    /// Its secret; never logged.
+    pub secret: SecretString,
+    /// The app's position in the configuration.
+    pub app: usize,
+}
+
+/// The key/secret pairs whose signatures are accepted, across every app.
 #[derive(Clone)]
 pub struct WebhookKeys {
-    pairs: Vec<(String, SecretString)>,
+    pairs: Vec<WebhookKey>,
 }
 
 impl std::fmt::Debug for WebhookKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<&str> = self.pairs.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = self.pairs.iter().map(|p| p.key.as_str()).collect();
         f.debug_struct("WebhookKeys")
             .field("keys", &keys)
             .finish_non_exhaustive()
@@ -43,34 +54,41 @@ pub enum SignatureError {
 }
 
 impl WebhookKeys {
-    /// Accepts signatures made with any of `pairs` (key, secret).
-    pub fn new(pairs: Vec<(String, SecretString)>) -> Self {
+    /// Accepts signatures made with any of `pairs`.
+    pub fn new(pairs: Vec<WebhookKey>) -> Self {
         Self { pairs }
     }
 
-    /// Accepts `body` only if `signature` is its hex HMAC-SHA256 under the secret of `key`.
-    /// The digest comparison takes the same time wherever the first differing byte is.
+    /// The pair for the `X-Pusher-Key` header, checked before the body is read so a stranger's
+    /// request costs nothing more than its headers.
+    pub fn find(&self, key: Option<&str>) -> Result<&WebhookKey, SignatureError> {
+        let key = key.ok_or(SignatureError::MissingKey)?;
+        self.pairs
+            .iter()
+            .find(|p| p.key == key)
+            .ok_or(SignatureError::UnknownKey)
+    }
+
+    /// Accepts `body` only if `signature` is its hex HMAC-SHA256 under the secret of `key`, and
+    /// answers which app the key belongs to. The digest comparison takes the same time wherever
+    /// the first differing byte is.
     pub fn verify(
         &self,
         key: Option<&str>,
         signature: Option<&str>,
         body: &[u8],
-    ) -> Result<(), SignatureError> {
-        let key = key.ok_or(SignatureError::MissingKey)?;
+    ) -> Result<usize, SignatureError> {
+        let pair = self.find(key)?;
         let signature = signature.ok_or(SignatureError::MissingSignature)?;
-        let secret = self
-            .pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, s)| s)
-            .ok_or(SignatureError::UnknownKey)?;
+        let secret = &pair.secret;
         // Pusher sends lowercase hex; accept either case, since the bytes are what count.
         let expected = hex::decode(signature.trim()).map_err(|_| SignatureError::Mismatch)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
             .map_err(|_| SignatureError::Mismatch)?;
         mac.update(body);
         mac.verify_slice(&expected)
-            .map_err(|_| SignatureError::Mismatch)
+            .map_err(|_| SignatureError::Mismatch)?;
+        Ok(pair.app)
     }
 }
 
@@ -89,9 +107,15 @@ mod tests {
     use super::*;
 
     fn keys() -> WebhookKeys {
+        let pair = |key: &str, secret: &str, app| WebhookKey {
+            key: key.into(),
+            secret: SecretString::from(secret),
+            app,
+        };
         WebhookKeys::new(vec![
-            ("old".into(), SecretString::from("old-secret")),
-            ("new".into(), SecretString::from("new-secret")),
+            pair("old", "old-secret", 0),
+            pair("new", "new-secret", 0),
+            pair("other", "other-secret", 1),
         ])
     }
 
@@ -100,10 +124,12 @@ mod tests {
         let body = br#"{"time_ms":1,"events":[]}"#;
         for (key, secret) in [("old", "old-secret"), ("new", "new-secret")] {
             let sig = sign(secret, body);
-            assert_eq!(keys().verify(Some(key), Some(&sig), body), Ok(()));
+            assert_eq!(keys().verify(Some(key), Some(&sig), body), Ok(0));
             let upper = sig.to_uppercase();
-            assert_eq!(keys().verify(Some(key), Some(&upper), body), Ok(()));
+            assert_eq!(keys().verify(Some(key), Some(&upper), body), Ok(0));
         }
+        let sig = sign("other-secret", body);
+        assert_eq!(keys().verify(Some("other"), Some(&sig), body), Ok(1));
     }
 
     #[test]

@@ -149,6 +149,10 @@ struct StubState {
     behaviour: Mutex<Behaviour>,
     /// Answers for triggers that include a given channel, set by client suites over HTTP.
     by_channel: Mutex<std::collections::HashMap<String, Behaviour>>,
+    /// What `GET /apps/{id}/channels` lists, and how long it takes to answer.
+    listing: Mutex<(Vec<String>, Duration)>,
+    /// How many listings were asked for (signed correctly or not).
+    listings: std::sync::atomic::AtomicUsize,
 }
 
 /// `POST /_stub/behaviour`: how triggers that include `channel` are answered from now on.
@@ -209,6 +213,7 @@ impl PusherStub {
             .route("/apps/{app_id}/events", post(trigger))
             .route("/_stub/calls", get(list_calls))
             .route("/_stub/behaviour", post(set_channel_behaviour))
+            .route("/apps/{app_id}/channels", get(list_channels))
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         (addr, state)
@@ -234,6 +239,19 @@ impl PusherStub {
             .collect()
     }
 
+    /// What `GET /apps/{id}/channels` answers from now on: `channels` occupied, after `delay`.
+    pub fn set_listing(&self, channels: &[&str], delay: Duration) {
+        *self.state.listing.lock().unwrap() =
+            (channels.iter().map(|c| (*c).to_owned()).collect(), delay);
+    }
+
+    /// How many channel listings were asked for so far.
+    pub fn listings(&self) -> usize {
+        self.state
+            .listings
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.state.behaviour.lock().unwrap() = behaviour;
     }
@@ -257,6 +275,26 @@ async fn set_channel_behaviour(
         .unwrap()
         .insert(request.channel, behaviour);
     (StatusCode::OK, "ok")
+}
+
+async fn list_channels(
+    State(state): State<Arc<StubState>>,
+    Path(app_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    state
+        .listings
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = format!("/apps/{app_id}/channels");
+    if let Err(reason) = verify_request("GET", &app_id, &path, query.as_deref().unwrap_or(""), b"")
+    {
+        return (StatusCode::UNAUTHORIZED, reason).into_response();
+    }
+    let (channels, delay) = state.listing.lock().unwrap().clone();
+    tokio::time::sleep(delay).await;
+    let channels: serde_json::Map<String, Value> =
+        channels.into_iter().map(|c| (c, json!({}))).collect();
+    axum::Json(json!({ "channels": channels })).into_response()
 }
 
 async fn list_calls(State(state): State<Arc<StubState>>) -> impl IntoResponse {
@@ -298,6 +336,17 @@ async fn trigger(
 
 /// Pusher's checks on a signed request.
 fn verify(app_id: &str, path: &str, query: &str, body: &[u8]) -> Result<(), String> {
+    verify_request("POST", app_id, path, query, body)
+}
+
+/// Pusher's checks on a signed request of any method (a GET has no body and no `body_md5`).
+fn verify_request(
+    method: &str,
+    app_id: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Result<(), String> {
     if app_id != APP_ID {
         return Err(format!("unknown app {app_id}"));
     }
@@ -327,12 +376,16 @@ fn verify(app_id: &str, path: &str, query: &str, body: &[u8]) -> Result<(), Stri
     if now.abs_diff(timestamp) > 600 {
         return Err("auth_timestamp more than 600 s off".into());
     }
-    if get("body_md5")? != hex::encode(md5::Md5::digest(body)) {
+    if body.is_empty() {
+        if get("body_md5").is_ok() {
+            return Err("body_md5 given for an empty body".into());
+        }
+    } else if get("body_md5")? != hex::encode(md5::Md5::digest(body)) {
         return Err("body_md5 does not match the body".into());
     }
     let expected = occupancy::pusher::signing::sign(
         SECRET,
-        &occupancy::pusher::signing::string_to_sign("POST", path, &params),
+        &occupancy::pusher::signing::string_to_sign(method, path, &params),
     );
     if get("auth_signature")? != expected {
         return Err("invalid auth_signature".into());
@@ -377,12 +430,26 @@ impl Occupancy {
     }
 
     pub fn start_at(grpc: &str, http: &str, args: &[String]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_occupancy"))
-            .args(["--grpc-addr", grpc, "--http-addr", http])
-            .args(["--pusher-app-id", APP_ID, "--pusher-key", KEY])
-            .args(["--health-interval", "100ms"])
+        let given = |flag: &str| args.iter().any(|a| a == flag);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_occupancy"));
+        command.args(["--grpc-addr", grpc, "--http-addr", http]);
+        if given("--apps-file") {
+            command.env_remove("PUSHER_SECRET");
+        } else {
+            command
+                .args(["--pusher-app-id", APP_ID, "--pusher-key", KEY])
+                .env("PUSHER_SECRET", SECRET);
+        }
+        if !given("--health-interval") {
+            command.args(["--health-interval", "100ms"]);
+        }
+        // Reconciliation against a stand-in that lists nothing would empty the set under a test's
+        // feet; the tests of reconciliation turn it on themselves.
+        if !given("--reconcile-interval") {
+            command.args(["--reconcile-interval", "0"]);
+        }
+        let mut child = command
             .args(args)
-            .env("PUSHER_SECRET", SECRET)
             .env("RUST_LOG", "occupancy=debug,info")
             .env_remove("REDIS_URL")
             .stdin(Stdio::null())
@@ -451,6 +518,21 @@ impl Occupancy {
         post_signed(&self.webhook_url(), KEY, SECRET, &webhook_body(events)).await
     }
 
+    /// Posts `events` as one webhook created at `time_ms`.
+    pub async fn send_webhook_at(
+        &self,
+        time_ms: u64,
+        events: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        post_signed(
+            &self.webhook_url(),
+            KEY,
+            SECRET,
+            &webhook_body_at(time_ms, events),
+        )
+        .await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -494,12 +576,21 @@ impl Drop for Occupancy {
     }
 }
 
-/// A webhook body as Pusher sends it.
-pub fn webhook_body(events: &[(&str, &str)]) -> String {
-    let time_ms = SystemTime::now()
+/// Milliseconds since the epoch, as Pusher stamps `time_ms`.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64;
+        .as_millis() as u64
+}
+
+/// A webhook body as Pusher sends it, created now.
+pub fn webhook_body(events: &[(&str, &str)]) -> String {
+    webhook_body_at(now_ms(), events)
+}
+
+/// A webhook body as Pusher sends it, created at `time_ms`.
+pub fn webhook_body_at(time_ms: u64, events: &[(&str, &str)]) -> String {
     let events: Vec<Value> = events
         .iter()
         .map(|(name, channel)| json!({ "name": name, "channel": channel }))

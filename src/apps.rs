@@ -1,0 +1,397 @@
+//! The Pusher apps one deployment serves, and the registry that routes requests to them.
+//!
+//! An app is configured either by the single-app flags (`--pusher-app-id` and friends) or by an
+//! apps file (`--apps-file`, TOML, one `[[app]]` table per app). Webhooks find their app by
+//! `X-Pusher-Key`; gRPC requests by `app_id`, which may be empty when there is only one app.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use reqwest::Url;
+use secrecy::SecretString;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::pusher::{Publisher, cluster_url};
+
+/// One Pusher app, checked.
+#[derive(Clone)]
+pub struct AppConfig {
+    /// The Pusher app id.
+    pub id: String,
+    /// The key that signs API requests; webhooks signed with it are accepted.
+    pub key: String,
+    /// Its secret; never logged.
+    pub secret: SecretString,
+    /// More key/secret pairs accepted on webhooks (key rotation).
+    pub extra_keys: Vec<(String, SecretString)>,
+    /// Pusher API base URL.
+    pub api_url: Url,
+    /// The Redis key of this app's set.
+    pub redis_key: String,
+}
+
+/// A problem with the apps file or the app flags; names the place, never a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AppsError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppsFile {
+    #[serde(default)]
+    app: Vec<RawApp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    id: String,
+    key: String,
+    secret: String,
+    #[serde(default)]
+    extra_keys: Vec<String>,
+    cluster: Option<String>,
+    api_url: Option<String>,
+    redis_key: Option<String>,
+}
+
+/// Checks an app id: what Pusher issues, letters, digits, `-` and `_`.
+pub fn check_app_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Err("must be a non-empty Pusher app id (letters, digits, - or _)".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an app key: non-empty, without the separators of `KEY:SECRET,...` lists.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains([':', ',']) || key.chars().any(char::is_whitespace) {
+        Err("must be a non-empty Pusher app key without ':', ',' or spaces".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// The API base URL from an explicit URL or a cluster name.
+pub fn api_url(explicit: Option<&str>, cluster: &str) -> Result<Url, String> {
+    match explicit {
+        Some(raw) => {
+            let url = Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err("must be an http:// or https:// URL with a host".into());
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(
+                    "must not carry credentials: the app key and secret sign requests".into(),
+                );
+            }
+            Ok(url)
+        }
+        None => {
+            let cluster = cluster.trim();
+            if cluster.is_empty()
+                || !cluster
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err("must be a cluster name such as mt1, eu or us2".into());
+            }
+            cluster_url(cluster).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// `KEY:SECRET` entries. Errors give the entry's position, never its text.
+pub fn parse_key_pairs<'a>(
+    entries: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(String, SecretString)>, String> {
+    entries
+        .into_iter()
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+        .map(|(index, entry)| match entry.split_once(':') {
+            Some((key, secret)) if check_key(key.trim()).is_ok() && !secret.is_empty() => {
+                Ok((key.trim().to_owned(), SecretString::from(secret.to_owned())))
+            }
+            _ => Err(format!("entry {} is not KEY:SECRET", index + 1)),
+        })
+        .collect()
+}
+
+/// Reads and checks an apps file. With one app its set defaults to `pusher:channels`; with
+/// several, each defaults to `pusher:<id>:channels`.
+pub fn load_apps_file(path: &Path) -> Result<Vec<AppConfig>, AppsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppsError(format!("cannot read {}: {e}", path.display())))?;
+    // toml's own Display quotes the offending line, which may hold a secret: keep only the
+    // message and the line number.
+    let file: AppsFile = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        AppsError(format!(
+            "{} is not a valid apps file{}: {}",
+            path.display(),
+            line.map(|l| format!(" (line {l})")).unwrap_or_default(),
+            e.message()
+        ))
+    })?;
+    if file.app.is_empty() {
+        return Err(AppsError(format!("{} defines no [[app]]", path.display())));
+    }
+    let several = file.app.len() > 1;
+    let apps = file
+        .app
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            let place = |field: &str| format!("app {} ({field})", index + 1);
+            let id = raw.id.trim().to_owned();
+            check_app_id(&id).map_err(|e| AppsError(format!("{}: {e}", place("id"))))?;
+            let key = raw.key.trim().to_owned();
+            check_key(&key).map_err(|e| AppsError(format!("{}: {e}", place("key"))))?;
+            if raw.secret.is_empty() {
+                return Err(AppsError(format!("{}: must not be empty", place("secret"))));
+            }
+            let extra_keys = parse_key_pairs(raw.extra_keys.iter().map(String::as_str))
+                .map_err(|e| AppsError(format!("{}: {e}", place("extra_keys"))))?;
+            if raw.cluster.is_some() && raw.api_url.is_some() {
+                return Err(AppsError(format!(
+                    "{}: give cluster or api_url, not both",
+                    place("api_url")
+                )));
+            }
+            let api_url = api_url(
+                raw.api_url.as_deref(),
+                raw.cluster.as_deref().unwrap_or("mt1"),
+            )
+            .map_err(|e| {
+                AppsError(format!(
+                    "{}: {e}",
+                    place(if raw.api_url.is_some() {
+                        "api_url"
+                    } else {
+                        "cluster"
+                    })
+                ))
+            })?;
+            let redis_key = match raw.redis_key {
+                Some(k) if k.trim().is_empty() => {
+                    return Err(AppsError(format!(
+                        "{}: must not be empty",
+                        place("redis_key")
+                    )));
+                }
+                Some(k) => k,
+                None if several => format!("pusher:{id}:channels"),
+                None => "pusher:channels".to_owned(),
+            };
+            Ok(AppConfig {
+                id,
+                key,
+                secret: SecretString::from(raw.secret),
+                extra_keys,
+                api_url,
+                redis_key,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    check_distinct(&apps)?;
+    Ok(apps)
+}
+
+/// Two apps may not share an id, a Redis key or a webhook key: a webhook must find one app, and
+/// one set must belong to one app.
+pub fn check_distinct(apps: &[AppConfig]) -> Result<(), AppsError> {
+    let mut ids = HashSet::new();
+    let mut redis_keys = HashSet::new();
+    let mut webhook_keys = HashSet::new();
+    for app in apps {
+        if !ids.insert(app.id.as_str()) {
+            return Err(AppsError(format!("app id {} is configured twice", app.id)));
+        }
+        if !redis_keys.insert(app.redis_key.as_str()) {
+            return Err(AppsError(format!(
+                "app {}: redis_key {:?} is used by another app",
+                app.id, app.redis_key
+            )));
+        }
+        for key in std::iter::once(&app.key).chain(app.extra_keys.iter().map(|(k, _)| k)) {
+            if !webhook_keys.insert(key.as_str()) {
+                return Err(AppsError(format!(
+                    "app {}: key {key} is used by another app (or twice)",
+                    app.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The channels that changed in one applied batch, as watchers see them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeBatch {
+    /// Channels that became occupied.
+    pub occupied: Vec<String>,
+    /// Channels that became vacant.
+    pub vacated: Vec<String>,
+}
+
+/// How many change batches a watcher may fall behind before it is resynchronised.
+pub const WATCH_BUFFER: usize = 1024;
+
+/// One served app: its store, its Pusher client and its feed of changes.
+pub struct App<S> {
+    /// The Pusher app id.
+    pub id: String,
+    /// The app's set of occupied channels.
+    pub store: S,
+    /// Publishes to this app and lists its channels.
+    pub publisher: Publisher,
+    /// Every applied batch, for `WatchOccupancy` streams.
+    pub changes: broadcast::Sender<Arc<ChangeBatch>>,
+}
+
+impl<S> App<S> {
+    /// An app with a fresh change feed.
+    pub fn new(id: String, store: S, publisher: Publisher) -> Self {
+        Self {
+            id,
+            store,
+            publisher,
+            changes: broadcast::channel(WATCH_BUFFER).0,
+        }
+    }
+}
+
+/// Why a request's `app_id` names no app.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppLookupError {
+    /// Empty while several apps are served.
+    #[error("app_id: required, since this gate serves several apps ({0})")]
+    Ambiguous(String),
+    /// No such app here.
+    #[error("app_id: no app {0:?} is configured here")]
+    Unknown(String),
+}
+
+/// Every app this deployment serves.
+pub struct Apps<S> {
+    apps: Vec<Arc<App<S>>>,
+}
+
+impl<S> Apps<S> {
+    /// The apps, in configuration order; at least one.
+    pub fn new(apps: Vec<App<S>>) -> Self {
+        Self {
+            apps: apps.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The app a request names; empty names the only one.
+    pub fn resolve(&self, app_id: &str) -> Result<&Arc<App<S>>, AppLookupError> {
+        if app_id.is_empty() {
+            return match self.apps.as_slice() {
+                [only] => Ok(only),
+                apps => Err(AppLookupError::Ambiguous(
+                    apps.iter()
+                        .map(|a| a.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )),
+            };
+        }
+        self.apps
+            .iter()
+            .find(|a| a.id == app_id)
+            .ok_or_else(|| AppLookupError::Unknown(app_id.chars().take(64).collect()))
+    }
+
+    /// The app at `index` (as webhook keys name them).
+    pub fn get(&self, index: usize) -> Option<&Arc<App<S>>> {
+        self.apps.get(index)
+    }
+
+    /// Every app.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App<S>>> {
+        self.apps.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<Vec<AppConfig>, AppsError> {
+        let dir = std::env::temp_dir().join(format!(
+            "occupancy-apps-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("apps.toml");
+        std::fs::write(&path, text).expect("write");
+        let result = load_apps_file(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    #[test]
+    fn one_app_keeps_the_classic_key_and_several_get_their_own() {
+        let one = file("[[app]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n").expect("valid");
+        assert_eq!(one[0].redis_key, "pusher:channels");
+        assert_eq!(one[0].api_url.as_str(), "https://api-mt1.pusher.com/");
+        let two = file(
+            "[[app]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\ncluster = \"eu\"\n\
+             [[app]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\nextra_keys = [\"old:x\"]\napi_url = \"http://127.0.0.1:1\"\n",
+        )
+        .expect("valid");
+        assert_eq!(two[0].redis_key, "pusher:1:channels");
+        assert_eq!(two[1].redis_key, "pusher:2:channels");
+        assert_eq!(two[0].api_url.as_str(), "https://api-eu.pusher.com/");
+        assert_eq!(two[1].extra_keys.len(), 1);
+    }
+
+    #[test]
+    fn shared_keys_and_bad_fields_are_refused_without_echoing_secrets() {
+        for (text, expected) in [
+            (
+                "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = \"topsecret1\"\n[[app]]\nid = \"2\"\nkey = \"k\"\nsecret = \"topsecret2\"\n",
+                "key k is used",
+            ),
+            (
+                "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = \"topsecret1\"\nredis_key = \"x\"\n[[app]]\nid = \"2\"\nkey = \"j\"\nsecret = \"topsecret2\"\nredis_key = \"x\"\n",
+                "redis_key",
+            ),
+            (
+                "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = \"topsecret1\"\nextra_keys = [\"topsecret9\"]\n",
+                "app 1 (extra_keys): entry 1",
+            ),
+            (
+                "[[app]]\nid = \"a b\"\nkey = \"k\"\nsecret = \"topsecret1\"\n",
+                "app 1 (id)",
+            ),
+            (
+                "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = \"topsecret1\"\napi_url = \"https://u:topsecret3@h\"\n",
+                "credentials",
+            ),
+            (
+                "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = topsecret1\n",
+                "line 4",
+            ),
+            ("", "defines no [[app]]"),
+        ] {
+            let err = file(text).err().expect("refused").to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+            assert!(!err.contains("topsecret"), "secret echoed: {err}");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Repairing each app's set from Pusher's own list of occupied channels.
+//!
+//! Webhooks get lost (an outage longer than Pusher's five minutes of retries, a server such as
+//! soketi that never retries) and a Redis can restart empty. Without repair a dashboard that
+//! stays open stays dark. So, per app, at start-up, after the store recovers, and every interval,
+//! the set is compared with `GET /apps/{id}/channels`: what is missing is added, what is stale is
+//! removed, but an event applied after the listing was requested stands (see
+//! [`OccupancyStore::reconcile`]). Each listing is one Pusher API call against the app's quota,
+//! so with several replicas a short lock in the store lets only one of them list per interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::{App, Apps, ChangeBatch};
+use crate::store::{OccupancyStore, now_ms};
+
+/// Reconciles every app until `shutdown`: now, then every `interval`, and whenever `recovered`
+/// is notified (the store came back from an outage).
+pub async fn run<S: OccupancyStore>(
+    apps: Arc<Apps<S>>,
+    interval: Duration,
+    recovered: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let owner = instance_id();
+    // Held a little less than an interval, so the next round can run on time anywhere.
+    let lock_ttl = interval.mul_f32(0.9).max(Duration::from_secs(1));
+    loop {
+        for app in apps.iter() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = reconcile(app, &owner, lock_ttl) => {}
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = recovered.notified() => tracing::info!("store recovered: reconciling"),
+        }
+    }
+}
+
+/// One round for one app. Failures are logged and left for the next round.
+pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: Duration) {
+    match app.store.lock_reconcile(owner, lock_ttl).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(app = %app.id, "another replica reconciles this interval");
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(app = %app.id, error = ?err, "reconcile skipped: store unavailable");
+            return;
+        }
+    }
+    let requested_at = now_ms();
+    let listed = match app.publisher.channels().await {
+        Ok(listed) => listed,
+        Err(err) => {
+            tracing::warn!(app = %app.id, error = %err, "reconcile skipped: cannot list channels");
+            return;
+        }
+    };
+    match app.store.reconcile(&listed, requested_at).await {
+        Ok(repairs) if repairs.added.is_empty() && repairs.removed.is_empty() => {
+            tracing::debug!(app = %app.id, listed = listed.len(), "reconciled: nothing to repair");
+        }
+        Ok(repairs) => {
+            tracing::warn!(
+                app = %app.id,
+                listed = listed.len(),
+                added = repairs.added.len(),
+                removed = repairs.removed.len(),
+                added_channels = ?repairs.added.iter().take(20).collect::<Vec<_>>(),
+                removed_channels = ?repairs.removed.iter().take(20).collect::<Vec<_>>(),
+                "reconciled: repaired the set from Pusher's channel list"
+            );
+            let _ = app.changes.send(Arc::new(ChangeBatch {
+                occupied: repairs.added,
+                vacated: repairs.removed,
+            }));
+        }
+        Err(err) => {
+            tracing::warn!(app = %app.id, error = ?err, "reconcile failed: store unavailable")
+        }
+    }
+}
+
+/// Names this process in the reconcile lock, for operators reading Redis.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("{host}:{}:{}", std::process::id(), now_ms())
+}

@@ -1,0 +1,29 @@
+-- Makes the set equal Pusher's listing, except for channels changed by an event newer than the
+-- moment the listing was requested: those happened after Pusher made its list, so they stand.
+-- KEYS[1]: the set; KEYS[2]: sorted set channel -> time_ms of the last event.
+-- ARGV[1]: when the listing was requested (ms); ARGV[2..]: the listed channels.
+-- Returns {added, removed}.
+local requested = tonumber(ARGV[1])
+local listed = {}
+local added, removed = {}, {}
+local function newer(channel)
+  local last = redis.call('ZSCORE', KEYS[2], channel)
+  return last and tonumber(last) > requested
+end
+for i = 2, #ARGV do
+  local channel = ARGV[i]
+  listed[channel] = true
+  if redis.call('SISMEMBER', KEYS[1], channel) == 0 and not newer(channel) then
+    redis.call('SADD', KEYS[1], channel)
+    redis.call('ZADD', KEYS[2], requested, channel)
+    added[#added + 1] = channel
+  end
+end
+for _, channel in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not listed[channel] and not newer(channel) then
+    redis.call('SREM', KEYS[1], channel)
+    redis.call('ZADD', KEYS[2], requested, channel)
+    removed[#removed + 1] = channel
+  end
+end
+return {added, removed}
