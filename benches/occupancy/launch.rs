@@ -120,6 +120,8 @@ impl Service {
             .args(["--http-addr", &http_addr.to_string()])
             .args(["--pusher-app-id", APP_ID, "--pusher-key", KEY])
             .args(["--pusher-api-url", "http://127.0.0.1:9"])
+            // Reconciliation asks Pusher for its channel list, and there is no Pusher here.
+            .args(["--reconcile-interval", "0"])
             .env("PUSHER_SECRET", SECRET)
             .env("RUST_LOG", log)
             .env_remove("REDIS_URL")
@@ -269,4 +271,37 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     };
     let total = ticks(14 - 3)? + ticks(15 - 3)?;
     Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
+}
+
+/// The two first fields of a `schedstat` file: time on a CPU and time ready but waiting for
+/// one, both in nanoseconds.
+fn schedstat(path: &str) -> anyhow::Result<(Duration, Duration)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(on_cpu)), Some(Ok(waiting))) => {
+            Ok((Duration::from_nanos(on_cpu), Duration::from_nanos(waiting)))
+        }
+        _ => bail!("unexpected {path}: {text:?}"),
+    }
+}
+
+/// Time the live threads of process `pid` have spent ready to run but waiting for a CPU. On a
+/// machine shared with other work this is the latency nobody's code caused.
+pub fn run_queue_wait(pid: u32) -> anyhow::Result<Duration> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may end between listing and reading; it no longer waits for anything.
+        if let Ok((_, waiting)) = schedstat(&path.to_string_lossy()) {
+            total += waiting;
+        }
+    }
+    Ok(total)
+}
+
+/// CPU time the calling thread has used, in nanoseconds' resolution.
+pub fn thread_cpu_time() -> anyhow::Result<Duration> {
+    schedstat("/proc/thread-self/schedstat").map(|(on_cpu, _)| on_cpu)
 }

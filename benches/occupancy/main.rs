@@ -35,7 +35,10 @@ use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use tokio::sync::mpsc;
 
-use crate::launch::{KEY, RedisServer, SECRET, Service, cpu_time, peak_rss_bytes, rss_bytes};
+use crate::launch::{
+    KEY, RedisServer, SECRET, Service, cpu_time, peak_rss_bytes, rss_bytes, run_queue_wait,
+    thread_cpu_time,
+};
 use crate::load::{Bounds, Measured, ms};
 use crate::watch::CachedGate;
 
@@ -112,9 +115,16 @@ impl Plan {
 struct Results {
     grpc: Vec<(usize, Measured)>,
     sismember: Vec<(usize, Measured)>,
-    lookups_per_s: Option<f64>,
+    /// Cached lookups per second, and CPU nanoseconds per lookup.
+    lookups: Option<(f64, f64)>,
+    /// CPU microseconds per SISMEMBER (this process and Redis), per concurrency.
+    sismember_cpu_us: Vec<f64>,
+    /// Per gRPC measurement: concurrency, microseconds per request spent waiting for a CPU, and the CPU
+    /// ratio (baseline CPU over gRPC CPU).
+    grpc_detail: Vec<(usize, f64, f64)>,
     watch_delay: Option<(Duration, Duration)>,
-    webhooks_single: Vec<(usize, Measured)>,
+    /// Single-event webhooks: concurrency, measurement, CPU-bound ceiling in req/s.
+    webhooks_single: Vec<(usize, Measured, f64)>,
     fill: Option<(u64, u64)>,
 }
 
@@ -250,21 +260,26 @@ async fn gate_section(
          all workers; SISMEMBER: one multiplexed connection shared by all workers (as the \
          service holds one)\n\
          CPU us/req: CPU time per request of this process / the service / redis-server, \
-         which other work on the machine inflates far less than it does req/s; CPU ratio: \
+         which other work on the machine inflates far less than it does req/s; wait: \
+         microseconds per request those processes' threads spent ready but waiting for a CPU, \
+         summed over threads (so it can exceed the latency): what other work on the machine \
+         cost; CPU ratio: \
          baseline CPU over gRPC CPU, the throughput ratio of the two if both were CPU-bound",
         names.len()
     );
     println!(
-        "{:>4} | {:>10} {:>7} {:>7} {:>11} | {:>10} {:>7} {:>7} {:>8} | {:>6} {:>6}",
+        "{:>4} | {:>10} {:>7} {:>7} {:>10} {:>5} | {:>10} {:>7} {:>7} {:>8} {:>5} | {:>6} {:>6}",
         "conc",
         "gRPC req/s",
         "p50 ms",
         "p99 ms",
         "CPU us/req",
+        "wait",
         "SISM req/s",
         "p50 ms",
         "p99 ms",
         "CPU us/r",
+        "wait",
         "ratio",
         "CPU r."
     );
@@ -307,37 +322,45 @@ async fn gate_section(
             })
             .await?
         };
-        let (grpc_cpu, grpc_total) = cpu_per_request(&grpc_cpu, grpc.requests);
-        let (baseline_cpu, baseline_total) = cpu_per_request(&baseline_cpu, baseline.requests);
+        let (grpc_text, grpc_total) = grpc_cpu.cpu_per_request(grpc.requests);
+        let (baseline_text, baseline_total) = baseline_cpu.cpu_per_request(baseline.requests);
         println!(
-            "{:>4} | {:>10.0} {:>7} {:>7} {:>11} | {:>10.0} {:>7} {:>7} {:>8} | {:>5.2}x {:>5.2}x",
+            "{:>4} | {:>10.0} {:>7} {:>7} {:>10} {:>5.0} | {:>10.0} {:>7} {:>7} {:>8} {:>5.0} | {:>5.2}x {:>5.2}x",
             concurrency,
             grpc.rate(),
             ms(grpc.p50),
             ms(grpc.p99),
-            grpc_cpu,
+            grpc_text,
+            grpc_cpu.wait_per_request(grpc.requests),
             baseline.rate(),
             ms(baseline.p50),
             ms(baseline.p99),
-            baseline_cpu,
+            baseline_text,
+            baseline_cpu.wait_per_request(baseline.requests),
             grpc.rate() / baseline.rate(),
             baseline_total / grpc_total.max(1e-9)
         );
         results.grpc.push((concurrency, grpc));
         results.sismember.push((concurrency, baseline));
+        results.sismember_cpu_us.push(baseline_total);
+        results.grpc_detail.push((
+            concurrency,
+            grpc_cpu.wait_per_request(grpc.requests),
+            baseline_total / grpc_total.max(1e-9),
+        ));
     }
     Ok(())
 }
 
-/// Warms up, then measures `op` at `concurrency` for `duration`, with the CPU time each of
-/// `pids` used meanwhile.
+/// Warms up, then measures `op` at `concurrency` for `duration`, with what `pids` used
+/// meanwhile.
 async fn measure<F, Fut>(
     plan: &Plan,
     concurrency: usize,
     duration: Duration,
     pids: &[u32],
     op: F,
-) -> anyhow::Result<(Measured, Vec<Duration>)>
+) -> anyhow::Result<(Measured, Usage)>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -348,33 +371,66 @@ where
         warm(w, i)
     })
     .await?;
-    let before = cpu_times(pids)?;
+    let before = Usage::now(pids)?;
     let measured = load::run(concurrency, plan.bounds(duration), move |w, i| op(w, i)).await?;
-    let after = cpu_times(pids)?;
-    let used = after
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .collect();
-    Ok((measured, used))
+    Ok((measured, Usage::now(pids)?.since(&before)))
 }
 
-fn cpu_times(pids: &[u32]) -> anyhow::Result<Vec<Duration>> {
-    pids.iter().map(|pid| cpu_time(*pid)).collect()
+/// What some processes used: each one's CPU time, and the time their threads waited for a CPU
+/// (all together), which says how much of the latency the rest of the machine caused.
+struct Usage {
+    cpu: Vec<Duration>,
+    wait: Duration,
 }
 
-/// CPU microseconds per request, each process's share, as `a/b/c`, and their sum.
-fn cpu_per_request(used: &[Duration], requests: u64) -> (String, f64) {
-    let per: Vec<f64> = used
-        .iter()
-        .map(|d| d.as_secs_f64() * 1e6 / requests.max(1) as f64)
-        .collect();
-    let text = per
-        .iter()
-        .map(|us| format!("{us:.0}"))
-        .collect::<Vec<_>>()
-        .join("/");
-    (text, per.iter().sum())
+impl Usage {
+    /// Totals so far.
+    fn now(pids: &[u32]) -> anyhow::Result<Self> {
+        let mut wait = Duration::ZERO;
+        for pid in pids {
+            wait += run_queue_wait(*pid)?;
+        }
+        Ok(Self {
+            cpu: pids
+                .iter()
+                .map(|pid| cpu_time(*pid))
+                .collect::<Result<_, _>>()?,
+            wait,
+        })
+    }
+
+    /// Used between `earlier` and `self`.
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            cpu: self
+                .cpu
+                .iter()
+                .zip(&earlier.cpu)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            wait: self.wait.saturating_sub(earlier.wait),
+        }
+    }
+
+    /// CPU microseconds per request, each process's share as `a/b/c`, and their sum.
+    fn cpu_per_request(&self, requests: u64) -> (String, f64) {
+        let per: Vec<f64> = self
+            .cpu
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e6 / requests.max(1) as f64)
+            .collect();
+        let text = per
+            .iter()
+            .map(|us| format!("{us:.0}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        (text, per.iter().sum())
+    }
+
+    /// Microseconds of waiting for a CPU per request.
+    fn wait_per_request(&self, requests: u64) -> f64 {
+        self.wait.as_secs_f64() * 1e6 / requests.max(1) as f64
+    }
 }
 
 /// The name worker `worker` asks about in its request `i`: workers start apart and walk on.
@@ -408,30 +464,44 @@ async fn cached_gate_section(
     );
 
     let (max, duration) = (plan.lookups, plan.duration);
-    let (done, hits, elapsed) = tokio::task::block_in_place(|| gate.lookups(names, max, duration));
+    // On this thread, so that its own CPU time is the lookups' cost.
+    let (done, hits, elapsed, cpu) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let before = thread_cpu_time()?;
+        let (done, hits, elapsed) = gate.lookups(names, max, duration);
+        Ok((
+            done,
+            hits,
+            elapsed,
+            thread_cpu_time()?.saturating_sub(before),
+        ))
+    })?;
     ensure!(
         hits > 0 && hits < done,
         "cached answers were all the same ({hits} of {done} occupied)"
     );
     let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+    let cpu_ns = cpu.as_secs_f64() * 1e9 / done.max(1) as f64;
     println!(
-        "lookups from the local copy ({} channels, one thread): {rate:.0}/s ({:.0} ns each)",
+        "lookups from the local copy ({} channels, one thread): {rate:.0}/s ({:.0} ns each by \
+         the clock, {cpu_ns:.0} ns of CPU each)",
         gate.len(),
         1e9 / rate
     );
-    results.lookups_per_s = Some(rate);
+    results.lookups = Some((rate, cpu_ns));
 
-    // One webhook at a time: its 200, then the watcher's sight of the same channel.
+    // One webhook at a time, on an otherwise idle service. The service broadcasts a batch
+    // before it answers, so the watcher usually sees the change before the 200 arrives: the
+    // delay is measured from sending the webhook, an upper bound on the delay after the 200.
     let http = webhook_client()?;
     let nonce = unix_ms();
-    let mut delays = Vec::new();
-    let mut early = 0;
+    let (mut from_send, mut after_answer) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(if plan.quick { 5 } else { 20 });
     for i in 0..plan.watch_samples {
         if Instant::now() >= deadline {
             break;
         }
         let channel = format!("bench-watch-{nonce}-{i:06}");
+        let sent = Instant::now();
         post_webhook(
             &http,
             &service.webhook_url(),
@@ -448,23 +518,29 @@ async fn cached_gate_section(
                 break at;
             }
         };
-        if arrived < answered {
-            early += 1;
+        from_send.push(arrived.saturating_duration_since(sent));
+        if arrived > answered {
+            after_answer.push(arrived - answered);
         }
-        delays.push(arrived.saturating_duration_since(answered));
     }
-    ensure!(!delays.is_empty(), "no webhook-to-watcher sample");
-    delays.sort_unstable();
+    ensure!(!from_send.is_empty(), "no webhook-to-watcher sample");
+    from_send.sort_unstable();
+    after_answer.sort_unstable();
     let (p50, p99) = (
-        load::percentile(&delays, 0.50),
-        load::percentile(&delays, 0.99),
+        load::percentile(&from_send, 0.50),
+        load::percentile(&from_send, 0.99),
     );
     println!(
-        "webhook 200 -> watcher sees the change: p50 {} ms, p99 {} ms over {} webhooks \
-         ({early} seen before the 200 arrived, counted as 0)",
+        "webhook sent -> watcher sees the change: p50 {} ms, p99 {} ms over {} sequential \
+         webhooks; {} of them seen only after the 200{}",
         ms(p50),
         ms(p99),
-        delays.len()
+        from_send.len(),
+        after_answer.len(),
+        after_answer
+            .last()
+            .map(|worst| format!(" (at most {} ms after it)", ms(*worst)))
+            .unwrap_or_default()
     );
     results.watch_delay = Some((p50, p99));
     Ok(())
@@ -480,12 +556,23 @@ async fn webhook_section(
     println!(
         "\n## Webhook ingestion (signed like Pusher, HTTP/1.1 keep-alive, one connection per \
          worker, Redis store)\nrequests alternate: channel_occupied for a batch of new names, \
-         then channel_vacated for the same names, so the set stays small"
+         then channel_vacated for the same names, so the set stays small\n\
+         CPU us/req b/s/r: this process (client) / the service / redis-server; ceiling: the \
+         req/s this machine's CPUs would allow at that CPU cost with nothing else running"
     );
     println!(
-        "{:>5} {:>6} | {:>10} {:>10} {:>9} {:>9} | {:>18}",
-        "conc", "events", "req/s", "events/s", "p50 ms", "p99 ms", "CPU us/req b/s/r"
+        "{:>5} {:>6} | {:>10} {:>10} {:>9} {:>9} | {:>18} {:>5} {:>9}",
+        "conc",
+        "events",
+        "req/s",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU us/req b/s/r",
+        "wait",
+        "ceiling"
     );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let http = webhook_client()?;
     let url: Arc<str> = service.webhook_url().into();
     let nonce = unix_ms();
@@ -515,18 +602,24 @@ async fn webhook_section(
                 },
             )
             .await?;
+            let (cpu_text, cpu_total) = cpu.cpu_per_request(measured.requests);
+            let ceiling = cpus * 1e6 / cpu_total.max(1e-9);
             println!(
-                "{:>5} {:>6} | {:>10.0} {:>10.0} {:>9} {:>9} | {:>18}",
+                "{:>5} {:>6} | {:>10.0} {:>10.0} {:>9} {:>9} | {:>18} {:>5.0} {:>9.0}",
                 concurrency,
                 batch,
                 measured.rate(),
                 measured.rate() * batch as f64,
                 ms(measured.p50),
                 ms(measured.p99),
-                cpu_per_request(&cpu, measured.requests).0
+                cpu_text,
+                cpu.wait_per_request(measured.requests),
+                ceiling
             );
             if batch == 1 {
-                results.webhooks_single.push((concurrency, measured));
+                results
+                    .webhooks_single
+                    .push((concurrency, measured, ceiling));
             }
         }
     }
@@ -547,7 +640,7 @@ async fn memory_section(plan: &Plan, results: &mut Results) -> anyhow::Result<()
     let url: Arc<str> = service.webhook_url().into();
     let requests = plan.fill_channels / FILL_BATCH as u64;
     let pids = [std::process::id(), service.pid()];
-    let before = cpu_times(&pids)?;
+    let before = Usage::now(&pids)?;
     let bounds = Bounds {
         duration: plan.fill_limit,
         max_requests: requests,
@@ -567,12 +660,7 @@ async fn memory_section(plan: &Plan, results: &mut Results) -> anyhow::Result<()
         }
     })
     .await?;
-    let after = cpu_times(&pids)?;
-    let used: Vec<Duration> = after
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .collect();
+    let used = Usage::now(&pids)?.since(&before);
     let filled = fill.requests * FILL_BATCH as u64;
     // The allocator may hand freed pages back late; give it a moment, as a long-running
     // service would have.
@@ -615,7 +703,7 @@ async fn memory_section(plan: &Plan, results: &mut Results) -> anyhow::Result<()
         fill.rate() * FILL_BATCH as f64,
         ms(fill.p50),
         ms(fill.p99),
-        cpu_per_request(&used, fill.requests).0
+        used.cpu_per_request(fill.requests).0
     );
     println!(
         "RSS: empty {:.1} MiB, holding {filled} channels {:.1} MiB (peak {:.1} MiB), \
@@ -670,6 +758,12 @@ async fn post_webhook(
     if status != reqwest::StatusCode::OK {
         bail!("webhook answered {status}: {text}");
     }
+    // Every event here is newer than the last one for its channel; a stale count would mean
+    // the benchmark measured no-ops.
+    let answer: serde_json::Value = serde_json::from_str(&text).context("webhook answer")?;
+    if answer["stale"].as_u64().unwrap_or(0) != 0 {
+        bail!("webhook events were ignored as stale: {text}");
+    }
     Ok(())
 }
 
@@ -705,33 +799,57 @@ fn report(plan: &Plan, results: &Results) -> bool {
             format!("{} ms", ms(seq.p50)),
             pass(seq.p50 < Duration::from_micros(500)),
         ));
+        let wait = results
+            .grpc_detail
+            .iter()
+            .find(|d| d.0 == 1)
+            .map_or(0.0, |d| d.1);
         targets.push((
             "one sequential client IsOccupied p99 < 2 ms",
-            format!("{} ms", ms(seq.p99)),
+            format!(
+                "{} ms (threads waited {wait:.0} us per request for a CPU)",
+                ms(seq.p99)
+            ),
             pass(seq.p99 < Duration::from_millis(2)),
         ));
     }
     if let (Some(grpc), Some(base)) = (at(&results.grpc, 16), at(&results.sismember, 16)) {
         let ratio = grpc.rate() / base.rate();
+        let cpu_ratio = results
+            .grpc_detail
+            .iter()
+            .find(|d| d.0 == 16)
+            .map_or(0.0, |d| d.2);
         targets.push((
             "IsOccupied at concurrency 16 >= 0.5x direct SISMEMBER",
             format!(
-                "{ratio:.2}x ({:.0} vs {:.0} req/s)",
+                "{ratio:.2}x ({:.0} vs {:.0} req/s); by CPU cost {cpu_ratio:.2}x",
                 grpc.rate(),
                 base.rate()
             ),
             pass(ratio >= 0.5),
         ));
     }
-    match results.lookups_per_s {
-        Some(rate) => targets.push((
-            "cached gate lookups/s >= 100x SISMEMBER (best concurrency)",
-            format!(
-                "{:.0}x ({rate:.0} vs {best_baseline:.0}/s)",
-                rate / best_baseline
-            ),
-            pass(rate >= 100.0 * best_baseline),
-        )),
+    match results.lookups {
+        Some((rate, cpu_ns)) => {
+            // The cheapest SISMEMBER in CPU, for the ratio an idle machine would show.
+            let baseline_ns = results
+                .sismember_cpu_us
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min)
+                * 1e3;
+            targets.push((
+                "cached gate lookups/s >= 100x SISMEMBER (best concurrency)",
+                format!(
+                    "{:.0}x ({rate:.0} vs {best_baseline:.0}/s); by CPU cost {:.0}x \
+                     ({cpu_ns:.0} ns vs {baseline_ns:.0} ns)",
+                    rate / best_baseline,
+                    baseline_ns / cpu_ns.max(1e-9)
+                ),
+                pass(rate >= 100.0 * best_baseline),
+            ))
+        }
         None => targets.push((
             "cached gate lookups/s >= 100x SISMEMBER (best concurrency)",
             "WatchOccupancy not served yet".to_owned(),
@@ -741,7 +859,7 @@ fn report(plan: &Plan, results: &Results) -> bool {
     match results.watch_delay {
         Some((_, p99)) => targets.push((
             "webhook-to-watcher delay p99 < 10 ms",
-            format!("{} ms", ms(p99)),
+            format!("{} ms, counted from sending the webhook", ms(p99)),
             pass(p99 < Duration::from_millis(10)),
         )),
         None => targets.push((
@@ -750,14 +868,22 @@ fn report(plan: &Plan, results: &Results) -> bool {
             Verdict::Pending,
         )),
     }
-    if let Some((conc, best)) = results
+    if let Some((conc, best, _)) = results
         .webhooks_single
         .iter()
         .max_by(|a, b| a.1.rate().total_cmp(&b.1.rate()))
     {
+        let ceiling = results
+            .webhooks_single
+            .iter()
+            .map(|(_, _, ceiling)| *ceiling)
+            .fold(0.0, f64::max);
         targets.push((
             "webhook ingestion >= 25,000 signed single-event req/s",
-            format!("{:.0} req/s (best, at concurrency {conc})", best.rate()),
+            format!(
+                "{:.0} req/s (best, at concurrency {conc}); CPU-bound ceiling {ceiling:.0} req/s",
+                best.rate()
+            ),
             pass(best.rate() >= 25_000.0),
         ));
     }
