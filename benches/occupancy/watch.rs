@@ -76,8 +76,9 @@ impl CachedGate {
             .contains(channel)
     }
 
-    /// Looks up `names` in turn on this thread, within `bounds`, and returns how many lookups
-    /// were made, how many answered occupied, and the time taken.
+    /// Looks up `names` in turn on this thread, at most `max` lookups and for about
+    /// `duration`, and returns how many lookups were made, how many answered occupied, and the
+    /// time taken.
     pub fn lookups(&self, names: &[String], max: u64, duration: Duration) -> (u64, u64, Duration) {
         let start = Instant::now();
         let (mut done, mut hits) = (0u64, 0u64);
