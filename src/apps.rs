@@ -11,7 +11,6 @@ use std::sync::Arc;
 use reqwest::Url;
 use secrecy::SecretString;
 use serde::Deserialize;
-use tokio::sync::broadcast;
 
 use crate::pusher::{Publisher, cluster_url};
 
@@ -236,19 +235,7 @@ pub fn check_distinct(apps: &[AppConfig]) -> Result<(), AppsError> {
     Ok(())
 }
 
-/// The channels that changed in one applied batch, as watchers see them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChangeBatch {
-    /// Channels that became occupied.
-    pub occupied: Vec<String>,
-    /// Channels that became vacant.
-    pub vacated: Vec<String>,
-}
-
-/// How many change batches a watcher may fall behind before it is resynchronised.
-pub const WATCH_BUFFER: usize = 1024;
-
-/// One served app: its store, its Pusher client and its feed of changes.
+/// One served app: its store and its Pusher client.
 pub struct App<S> {
     /// The Pusher app id.
     pub id: String,
@@ -256,18 +243,15 @@ pub struct App<S> {
     pub store: S,
     /// Publishes to this app and lists its channels.
     pub publisher: Publisher,
-    /// Every applied batch, for `WatchOccupancy` streams.
-    pub changes: broadcast::Sender<Arc<ChangeBatch>>,
 }
 
 impl<S> App<S> {
-    /// An app with a fresh change feed.
+    /// An app served from `store`, publishing through `publisher`.
     pub fn new(id: String, store: S, publisher: Publisher) -> Self {
         Self {
             id,
             store,
             publisher,
-            changes: broadcast::channel(WATCH_BUFFER).0,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::apps::{App, Apps, ChangeBatch};
+use crate::apps::{App, Apps};
 use crate::store::{OccupancyStore, now_ms};
 
 /// Reconciles every app until `shutdown`: now, then every `interval`, and whenever `recovered`
@@ -69,6 +69,17 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
             tracing::debug!(app = %app.id, listed = listed.len(), "reconciled: nothing to repair");
         }
         Ok(repairs) => {
+            let m = crate::metrics::metrics();
+            for (change, n) in [
+                ("added", repairs.added.len()),
+                ("removed", repairs.removed.len()),
+            ] {
+                crate::metrics::count(
+                    &m.reconcile_repairs,
+                    &[("app", &app.id), ("change", change)],
+                    n as u64,
+                );
+            }
             tracing::warn!(
                 app = %app.id,
                 listed = listed.len(),
@@ -78,10 +89,6 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
                 removed_channels = ?repairs.removed.iter().take(20).collect::<Vec<_>>(),
                 "reconciled: repaired the set from Pusher's channel list"
             );
-            let _ = app.changes.send(Arc::new(ChangeBatch {
-                occupied: repairs.added,
-                vacated: repairs.removed,
-            }));
         }
         Err(err) => {
             tracing::warn!(app = %app.id, error = ?err, "reconcile failed: store unavailable")

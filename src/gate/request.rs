@@ -11,6 +11,9 @@ pub const MAX_EVENT_NAME_LEN: usize = 200;
 /// The largest `data` Pusher accepts in one event (10 KB).
 pub const MAX_DATA_BYTES: usize = 10 * 1024;
 
+/// The longest coalescing interval a caller may ask for.
+pub const MAX_COALESCE_MS: u64 = 60_000;
+
 /// A request field that failed validation; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -54,6 +57,8 @@ pub struct Publish {
     pub data: String,
     /// The connection to exclude, if any.
     pub socket_id: Option<String>,
+    /// The coalescing interval, when asked for.
+    pub coalesce: Option<std::time::Duration>,
 }
 
 /// Checks every field of a `PublishIfOccupied` request.
@@ -108,11 +113,22 @@ pub fn publish(request: PublishIfOccupiedRequest) -> Result<Publish, InvalidFiel
             ));
         }
     };
+    let coalesce = match request.coalesce_ms {
+        0 => None,
+        ms if u64::from(ms) > MAX_COALESCE_MS => {
+            return Err(invalid(
+                "coalesce_ms",
+                format!("{ms} ms asked; at most {MAX_COALESCE_MS}"),
+            ));
+        }
+        ms => Some(std::time::Duration::from_millis(u64::from(ms))),
+    };
     Ok(Publish {
         channels,
         event: request.event,
         data: request.data,
         socket_id,
+        coalesce,
     })
 }
 

@@ -3,8 +3,8 @@
 //!
 //! The feed is subscribed before the snapshot is read, so no change between the two is lost
 //! (one may be seen twice, which is harmless: changes are idempotent). A reader that falls more
-//! than [`WATCH_BUFFER`](crate::apps::WATCH_BUFFER) batches behind is not buffered without bound:
-//! it is sent `KIND_RESET` and a fresh snapshot. Streams end on shutdown with `UNAVAILABLE`, so
+//! than [`WATCH_BUFFER`](crate::store::WATCH_BUFFER) batches behind is not buffered without bound:
+//! it is sent `KIND_RESET` and a fresh snapshot, as it is when the store's own feed restarted. Streams end on shutdown with `UNAVAILABLE`, so
 //! they never hold the drain.
 
 use std::pin::Pin;
@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::status;
-use crate::apps::{App, ChangeBatch};
+use crate::apps::App;
 use crate::proto::WatchOccupancyResponse;
 use crate::proto::watch_occupancy_response::Kind;
 use crate::store::OccupancyStore;
+use crate::store::{ChangeBatch, FeedEvent};
 
 /// The stream of answers handed to tonic.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchOccupancyResponse, Status>> + Send>>;
@@ -39,6 +40,8 @@ pub fn start<S: OccupancyStore>(
 ) -> WatchStream {
     let (tx, rx) = mpsc::channel(OUTBOX);
     tokio::spawn(async move {
+        let gauge = &crate::metrics::metrics().watch_streams;
+        gauge.inc();
         let outcome = tokio::select! {
             outcome = feed(&app, &prefix, &tx) => outcome,
             _ = shutdown.cancelled() => Err(Status::unavailable("the gate is shutting down; reconnect")),
@@ -47,6 +50,7 @@ pub fn start<S: OccupancyStore>(
         if let Err(status) = outcome {
             let _ = tx.send(Err(status)).await;
         }
+        gauge.dec();
     });
     Box::pin(ReceiverStream::new(rx))
 }
@@ -55,15 +59,19 @@ type Outbox = mpsc::Sender<Result<WatchOccupancyResponse, Status>>;
 
 /// Runs until the reader goes away (`Ok`) or the stream must end with a status (`Err`).
 async fn feed<S: OccupancyStore>(app: &App<S>, prefix: &str, tx: &Outbox) -> Result<(), Status> {
-    let mut changes = app.changes.subscribe();
+    let mut changes = app.store.watch();
     loop {
         if !snapshot(app, prefix, tx).await? {
             return Ok(());
         }
         loop {
             match changes.recv().await {
-                Ok(batch) => {
-                    if let Some(message) = change_message(&batch, prefix)
+                Ok(event) => {
+                    let FeedEvent::Changes(batch) = &*event else {
+                        tracing::debug!(app = %app.id, "the change feed restarted: resynchronising");
+                        break;
+                    };
+                    if let Some(message) = change_message(batch, prefix)
                         && tx.send(Ok(message)).await.is_err()
                     {
                         return Ok(());

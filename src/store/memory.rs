@@ -8,7 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use super::{Applied, Event, Occupancy, OccupancyStore, Repairs, StoreError, now_ms};
+use tokio::sync::broadcast;
+
+use super::{
+    Applied, ChangeBatch, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError,
+    WATCH_BUFFER, now_ms,
+};
 use crate::channel::ChannelName;
 
 /// What is known of one channel: whether it is occupied, and the time of the last event applied.
@@ -31,6 +36,7 @@ struct State {
 pub struct MemoryStore {
     state: Arc<RwLock<State>>,
     retention_ms: u64,
+    changes: broadcast::Sender<Arc<FeedEvent>>,
 }
 
 /// How often vacated entries past the window are dropped: often enough to bound memory, rarely
@@ -43,6 +49,7 @@ impl MemoryStore {
         Self {
             state: Arc::default(),
             retention_ms: retention.as_millis() as u64,
+            changes: broadcast::channel(WATCH_BUFFER).0,
         }
     }
 
@@ -58,6 +65,13 @@ impl MemoryStore {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn announce(&self, batch: ChangeBatch) {
+        if !batch.is_empty() {
+            // No watcher is not an error.
+            let _ = self.changes.send(Arc::new(FeedEvent::Changes(batch)));
+        }
     }
 }
 
@@ -94,6 +108,8 @@ impl OccupancyStore for MemoryStore {
             }
             result.applied.push(event.clone());
         }
+        drop(state);
+        self.announce(ChangeBatch::of(&result.applied));
         Ok(result)
     }
 
@@ -152,7 +168,16 @@ impl OccupancyStore for MemoryStore {
                 repairs.removed.push(channel.to_string());
             }
         }
+        drop(state);
+        self.announce(ChangeBatch {
+            occupied: repairs.added.clone(),
+            vacated: repairs.removed.clone(),
+        });
         Ok(repairs)
+    }
+
+    fn watch(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.changes.subscribe()
     }
 
     async fn lock_reconcile(&self, _owner: &str, _ttl: Duration) -> Result<bool, StoreError> {

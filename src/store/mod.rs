@@ -11,6 +11,7 @@
 //! [`OccupancyStore`] is one app's view of a backend. The Redis store used in production and the
 //! in-memory store used on a bare machine are interchangeable and pass the same tests.
 
+mod feed;
 mod memory;
 mod redis;
 
@@ -60,6 +61,47 @@ pub struct Repairs {
     pub removed: Vec<String>,
 }
 
+/// The channels that changed in one applied batch or repair, as watchers see them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeBatch {
+    /// Channels that became occupied.
+    pub occupied: Vec<String>,
+    /// Channels that became vacant.
+    pub vacated: Vec<String>,
+}
+
+impl ChangeBatch {
+    /// The changes of applied events, in order.
+    pub fn of(events: &[Event]) -> Self {
+        let mut batch = Self::default();
+        for event in events {
+            let name = event.channel.as_str().to_owned();
+            match event.occupancy {
+                Occupancy::Occupied => batch.occupied.push(name),
+                Occupancy::Vacated => batch.vacated.push(name),
+            }
+        }
+        batch
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.occupied.is_empty() && self.vacated.is_empty()
+    }
+}
+
+/// What a store tells its watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// These channels changed.
+    Changes(ChangeBatch),
+    /// Changes may have been missed (the feed between replicas broke): read the whole set again.
+    Reset,
+}
+
+/// How many feed events a watcher may fall behind before it is resynchronised.
+pub const WATCH_BUFFER: usize = 1024;
+
 /// Why the store could not answer. Kept apart so callers can tell "retry later" from "an operator
 /// must look", which map to different gRPC statuses and HTTP codes. The source is kept for the
 /// log; callers show only the short message.
@@ -103,6 +145,9 @@ pub trait OccupancyStore: Send + Sync + 'static {
         listed: &[String],
         requested_at_ms: u64,
     ) -> impl Future<Output = Result<Repairs, StoreError>> + Send;
+
+    /// Every change to this app's set from now on, whichever replica made it.
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<FeedEvent>>;
 
     /// Takes this app's reconcile lock for `ttl` unless another replica holds it; true when
     /// taken. A store private to one process always grants it.

@@ -18,8 +18,15 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
-use super::{Applied, Event, Occupancy, OccupancyStore, Repairs, StoreError};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::feed::{AppCache, Freshness};
+use super::{
+    Applied, ChangeBatch, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError,
+};
 use crate::channel::ChannelName;
+use crate::metrics::{count, metrics, observe};
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -41,6 +48,10 @@ struct Shared {
     current: RwLock<ConnectionManager>,
     timeouts: AtomicU32,
     target: String,
+    timeout: Duration,
+    /// Each app's feed channel, local copy and set key.
+    feeds: RwLock<Vec<(String, Arc<AppCache>, String)>>,
+    freshness: Freshness,
 }
 
 /// One Redis, shared by the stores of every app. Cloning shares the connection.
@@ -92,6 +103,9 @@ impl RedisBackend {
                 current: RwLock::new(connection),
                 timeouts: AtomicU32::new(0),
                 target,
+                timeout: config.timeout,
+                feeds: RwLock::default(),
+                freshness: Freshness::default(),
             }),
         })
     }
@@ -101,12 +115,86 @@ impl RedisBackend {
         format!("redis at {}", self.shared.target)
     }
 
-    /// The store of one app's set, under `keys`.
+    /// The store of one app's set, under `keys`, with a local copy that [`Self::run_feed`]
+    /// keeps current.
     pub fn store(&self, keys: StoreKeys, retention: Duration) -> RedisStore {
+        let cache = Arc::new(AppCache::default());
+        self.shared
+            .feeds
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((keys.feed.clone(), cache.clone(), keys.set.clone()));
         RedisStore {
             backend: self.clone(),
             keys,
             retention_ms: retention.as_millis() as u64,
+            cache,
+        }
+    }
+
+    /// Follows the change feed of every app's store until `shutdown` (see [`super::feed`]).
+    pub fn run_feed(
+        &self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        super::feed::run(self.clone(), shutdown)
+    }
+
+    /// Whether reads are answered from the local copies right now.
+    pub fn answers_from_memory(&self) -> bool {
+        self.shared.freshness.is_fresh()
+    }
+
+    pub(super) fn client(&self) -> &redis::Client {
+        &self.shared.client
+    }
+
+    pub(super) fn timeout(&self) -> Duration {
+        self.shared.timeout
+    }
+
+    pub(super) fn freshness(&self) -> &Freshness {
+        &self.shared.freshness
+    }
+
+    pub(super) fn feeds(&self) -> Vec<(String, Arc<AppCache>)> {
+        self.shared
+            .feeds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(feed, cache, _)| (feed.clone(), cache.clone()))
+            .collect()
+    }
+
+    /// Every member of the set whose feed is `feed`, read from Redis.
+    pub(super) async fn members_of_feed(&self, feed: &str) -> Result<Vec<String>, StoreError> {
+        let set = self
+            .shared
+            .feeds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(f, _, _)| f == feed)
+            .map(|(_, _, set)| set.clone())
+            .ok_or(StoreError::Unexpected("a feed without a set"))?;
+        self.run(|mut c| async move { redis::cmd("SMEMBERS").arg(set).query_async(&mut c).await })
+            .await
+    }
+
+    /// Publishes a heartbeat; a failure only means the feed will be found silent.
+    pub(super) async fn publish_heartbeat(&self, feed: &str, payload: &str) {
+        let result: Result<i64, StoreError> = self
+            .run(|mut c| async move {
+                redis::cmd("PUBLISH")
+                    .arg(feed)
+                    .arg(payload)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(err) = result {
+            tracing::debug!(error = ?err, "cannot publish the feed heartbeat");
         }
     }
 
@@ -125,7 +213,10 @@ impl RedisBackend {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        match request(self.connection()).await {
+        let started = std::time::Instant::now();
+        let result = request(self.connection()).await;
+        observe(&metrics().store_duration, &[], started.elapsed());
+        match result {
             Ok(value) => {
                 self.shared.timeouts.store(0, Ordering::Relaxed);
                 Ok(value)
@@ -143,7 +234,13 @@ impl RedisBackend {
                         self.rebuild();
                     }
                 }
-                Err(classify(err))
+                let err = classify(err);
+                let kind = match err {
+                    StoreError::Unavailable(_) => "unavailable",
+                    _ => "failed",
+                };
+                count(&metrics().store_errors, &[("kind", kind)], 1);
+                Err(err)
             }
         }
     }
@@ -177,6 +274,8 @@ pub struct StoreKeys {
     pub times: String,
     /// The lock that lets one replica at a time reconcile this app.
     pub reconcile_lock: String,
+    /// The pub/sub channel every applied change is published on.
+    pub feed: String,
 }
 
 impl StoreKeys {
@@ -193,6 +292,7 @@ impl StoreKeys {
             set: set.to_owned(),
             times: format!("{tag}:times"),
             reconcile_lock: format!("{tag}:reconcile-lock"),
+            feed: format!("{tag}:changes"),
         }
     }
 }
@@ -210,6 +310,7 @@ pub struct RedisStore {
     backend: RedisBackend,
     keys: StoreKeys,
     retention_ms: u64,
+    cache: Arc<AppCache>,
 }
 
 fn apply_script() -> &'static Script {
@@ -235,6 +336,10 @@ impl RedisStore {
 }
 
 impl OccupancyStore for RedisStore {
+    fn watch(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.cache.watch()
+    }
+
     async fn lock_reconcile(&self, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let key = self.keys.reconcile_lock.clone();
         let owner = owner.to_owned();
@@ -259,7 +364,8 @@ impl OccupancyStore for RedisStore {
         invocation
             .key(&self.keys.set)
             .key(&self.keys.times)
-            .arg(self.retention_ms);
+            .arg(self.retention_ms)
+            .arg(&self.keys.feed);
         for event in events {
             invocation
                 .arg(match event.occupancy {
@@ -286,10 +392,18 @@ impl OccupancyStore for RedisStore {
                 applied.stale += 1;
             }
         }
+        // This replica's next read sees its own write at once; the feed brings it again.
+        self.cache.apply(&ChangeBatch::of(&applied.applied));
         Ok(applied)
     }
 
     async fn occupied(&self, channels: &[ChannelName]) -> Result<Vec<bool>, StoreError> {
+        if self.backend.answers_from_memory() {
+            return Ok(channels
+                .iter()
+                .map(|c| self.cache.contains(c.as_str()))
+                .collect());
+        }
         let key = &self.keys.set;
         let answer: Vec<bool> = match channels {
             [] => return Ok(Vec::new()),
@@ -327,6 +441,9 @@ impl OccupancyStore for RedisStore {
     }
 
     async fn members(&self) -> Result<Vec<String>, StoreError> {
+        if self.backend.answers_from_memory() {
+            return Ok(self.cache.members());
+        }
         let key = &self.keys.set;
         self.backend
             .run(|mut c| async move { redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await })
@@ -342,7 +459,8 @@ impl OccupancyStore for RedisStore {
         invocation
             .key(&self.keys.set)
             .key(&self.keys.times)
-            .arg(requested_at_ms);
+            .arg(requested_at_ms)
+            .arg(&self.keys.feed);
         for channel in listed {
             invocation.arg(channel.as_str());
         }
@@ -350,6 +468,10 @@ impl OccupancyStore for RedisStore {
             .backend
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
+        self.cache.apply(&ChangeBatch {
+            occupied: added.clone(),
+            vacated: removed.clone(),
+        });
         Ok(Repairs { added, removed })
     }
 
@@ -360,7 +482,8 @@ impl OccupancyStore for RedisStore {
         invocation
             .key(&self.keys.set)
             .key(&self.keys.times)
-            .arg(self.retention_ms);
+            .arg(self.retention_ms)
+            .arg("");
         let _: Vec<u8> = self
             .backend
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
@@ -406,6 +529,7 @@ mod tests {
         let plain = StoreKeys::for_set("pusher:channels");
         assert_eq!(plain.set, "pusher:channels");
         assert_eq!(plain.times, "{pusher:channels}:times");
+        assert_eq!(plain.feed, "{pusher:channels}:changes");
         let tagged = StoreKeys::for_set("pusher:{42}:channels");
         assert_eq!(tagged.times, "pusher:{42}:channels:times");
         assert_eq!(hash_tag("a{}b"), None);

@@ -1,13 +1,16 @@
 -- Applies occupancy events in order, each only if it is at least as new as the last event
 -- applied to its channel and inside the retention window. One atomic step.
 -- KEYS[1]: the set of occupied channels; KEYS[2]: sorted set channel -> time_ms of the last event.
--- ARGV[1]: retention in ms; then triples: "1" (occupied) or "0" (vacated), time_ms, channel.
+-- ARGV[1]: retention in ms; ARGV[2]: the pub/sub channel replicas follow ("" for none); then
+-- triples: "1" (occupied) or "0" (vacated), time_ms, channel.
+-- Publishes what was applied ("+name" / "-name" lines) so every replica's copy follows.
 -- Returns one flag per event: 1 applied, 0 stale.
 local now = redis.call('TIME')
 local horizon = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. horizon)
 local result = {}
-for i = 2, #ARGV, 3 do
+local changes = {}
+for i = 3, #ARGV, 3 do
   local t = tonumber(ARGV[i + 1])
   local channel = ARGV[i + 2]
   local last = redis.call('ZSCORE', KEYS[2], channel)
@@ -16,11 +19,16 @@ for i = 2, #ARGV, 3 do
   else
     if ARGV[i] == '1' then
       redis.call('SADD', KEYS[1], channel)
+      changes[#changes + 1] = '+' .. channel
     else
       redis.call('SREM', KEYS[1], channel)
+      changes[#changes + 1] = '-' .. channel
     end
     redis.call('ZADD', KEYS[2], t, channel)
     result[#result + 1] = 1
   end
+end
+if #changes > 0 and ARGV[2] ~= '' then
+  redis.call('PUBLISH', ARGV[2], table.concat(changes, '\n'))
 end
 return result

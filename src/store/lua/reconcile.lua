@@ -1,8 +1,8 @@
 -- Makes the set equal Pusher's listing, except for channels changed by an event newer than the
 -- moment the listing was requested: those happened after Pusher made its list, so they stand.
 -- KEYS[1]: the set; KEYS[2]: sorted set channel -> time_ms of the last event.
--- ARGV[1]: when the listing was requested (ms); ARGV[2..]: the listed channels.
--- Returns {added, removed}.
+-- ARGV[1]: when the listing was requested (ms); ARGV[2]: the pub/sub channel replicas follow;
+-- ARGV[3..]: the listed channels. Publishes the repairs like apply.lua. Returns {added, removed}.
 local requested = tonumber(ARGV[1])
 local listed = {}
 local added, removed = {}, {}
@@ -10,7 +10,7 @@ local function newer(channel)
   local last = redis.call('ZSCORE', KEYS[2], channel)
   return last and tonumber(last) > requested
 end
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local channel = ARGV[i]
   listed[channel] = true
   if redis.call('SISMEMBER', KEYS[1], channel) == 0 and not newer(channel) then
@@ -25,5 +25,11 @@ for _, channel in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('ZADD', KEYS[2], requested, channel)
     removed[#removed + 1] = channel
   end
+end
+local changes = {}
+for _, channel in ipairs(added) do changes[#changes + 1] = '+' .. channel end
+for _, channel in ipairs(removed) do changes[#changes + 1] = '-' .. channel end
+if #changes > 0 and ARGV[2] ~= '' then
+  redis.call('PUBLISH', ARGV[2], table.concat(changes, '\n'))
 end
 return {added, removed}
