@@ -114,10 +114,12 @@ impl Service {
     pub async fn start(redis_url: Option<&str>, log: &str) -> anyhow::Result<Self> {
         let grpc_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let admin_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut command = Command::new(env!("CARGO_BIN_EXE_occupancy"));
         command
             .args(["--grpc-addr", &grpc_addr.to_string()])
             .args(["--http-addr", &http_addr.to_string()])
+            .args(["--admin-addr", &admin_addr.to_string()])
             .args(["--pusher-app-id", APP_ID, "--pusher-key", KEY])
             .args(["--pusher-api-url", "http://127.0.0.1:9"])
             // Reconciliation asks Pusher for its channel list, and there is no Pusher here.

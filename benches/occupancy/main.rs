@@ -194,19 +194,13 @@ async fn run(plan: Plan) -> anyhow::Result<bool> {
         plan.log_filter
     );
     let redis_client = redis::Client::open(redis.url())?;
-    let mut redis_conn = redis_client.get_multiplexed_async_connection().await?;
+    let redis_conn = redis_client.get_multiplexed_async_connection().await?;
     let names: Arc<Vec<String>> = Arc::new(
         (0..GATE_NAMES)
             .map(|i| format!("private-job-{i:09}"))
             .collect(),
     );
-    let occupied: Vec<&String> = names.iter().step_by(2).collect();
-    let _: i64 = redis::cmd("SADD")
-        .arg(REDIS_KEY)
-        .arg(&occupied)
-        .query_async(&mut redis_conn)
-        .await
-        .context("SADD the gate's names")?;
+    seed(&service, &names).await?;
 
     let pids = [std::process::id(), service.pid(), redis.pid()];
     gate_section(&plan, &service, &redis_conn, &names, &pids, &mut results).await?;
@@ -226,6 +220,38 @@ async fn run(plan: Plan) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64()
     );
     Ok(report(&plan, &results))
+}
+
+/// Marks every other name of `names` occupied the way Pusher would, through signed webhooks of
+/// 20 events (the service may answer from a copy kept by its own feed, which a direct `SADD`
+/// would bypass), and waits until the gate answers accordingly.
+async fn seed(service: &Service, names: &[String]) -> anyhow::Result<()> {
+    let http = webhook_client()?;
+    let occupied: Vec<&String> = names.iter().step_by(2).collect();
+    for chunk in occupied.chunks(FILL_BATCH) {
+        let events: Vec<(&str, &str)> = chunk
+            .iter()
+            .map(|c| ("channel_occupied", c.as_str()))
+            .collect();
+        post_webhook(&http, &service.webhook_url(), &events).await?;
+    }
+    let last = occupied.last().context("no names to seed")?;
+    let mut client = OccupancyClient::new(service.channel().await?);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = IsOccupiedRequest {
+            channel: (*last).clone(),
+            ..Default::default()
+        };
+        if client.is_occupied(request).await?.into_inner().occupied {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the gate did not report {last} occupied within 10 s of its webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The machine, for the record: figures mean little without it.
