@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use crate::apps::{
     AppConfig, api_url, check_app_id, check_distinct, check_key, load_apps_file, parse_key_pairs,
 };
+use crate::gate::StoreDownPolicy;
 
 /// The command line. Not `Debug`: it holds secrets.
 #[derive(Parser)]
@@ -77,7 +78,7 @@ pub struct Cli {
 
     /// A TOML file with one `[[app]]` table per Pusher app (id, key, secret, extra_keys,
     /// cluster or api_url, redis_key), for serving several apps. Replaces the single-app flags.
-    #[arg(long, env = "OCCUPANCY_APPS_FILE", conflicts_with_all = ["pusher_app_id", "pusher_key", "pusher_secret", "pusher_extra_keys", "pusher_api_url"])]
+    #[arg(long, env = "OCCUPANCY_APPS_FILE", conflicts_with_all = ["pusher_app_id", "pusher_key", "pusher_secret", "pusher_extra_keys", "pusher_api_url", "pusher_cluster"])]
     pub apps_file: Option<PathBuf>,
 
     /// Pusher app id (single app; see --apps-file for several).
@@ -123,6 +124,49 @@ pub struct Cli {
     /// How often the store is pinged to drive the gRPC health status (e.g. 1s).
     #[arg(long, env = "OCCUPANCY_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
+
+    /// Address for metrics (GET /metrics) and HTTP probes (/livez, /readyz). Keep it private:
+    /// it is never the public webhook port.
+    #[arg(long, env = "OCCUPANCY_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
+
+    /// On SIGTERM or SIGINT, how long health says NOT_SERVING while still serving, before the
+    /// listeners stop accepting; set it to the load balancer's probe period (e.g. 5s).
+    #[arg(long, env = "OCCUPANCY_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+
+    /// After the listeners stop accepting, the longest wait for requests and streams in flight
+    /// before exiting anyway (exit 0).
+    #[arg(long, env = "OCCUPANCY_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// What PublishIfOccupied does while the store cannot be asked: `all` publishes to every
+    /// requested channel (no live update lost), `none` answers UNAVAILABLE.
+    #[arg(
+        long,
+        env = "OCCUPANCY_PUBLISH_WHEN_STORE_DOWN",
+        value_enum,
+        default_value = "all"
+    )]
+    pub publish_when_store_down: StoreDownPolicy,
+
+    /// How long a webhook client may take to send its request headers; also how long an idle
+    /// keep-alive connection is kept.
+    #[arg(long, env = "OCCUPANCY_HTTP_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// How long a webhook body may take to arrive (408 after that).
+    #[arg(long, env = "OCCUPANCY_HTTP_BODY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub http_body_timeout: Duration,
+
+    /// Most webhook connections open at once; more are closed at once.
+    #[arg(long, env = "OCCUPANCY_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+
+    /// Extra PEM CA certificates to trust for the Pusher API (a self-hosted Pusher-compatible
+    /// server with a private CA). The system's roots stay trusted.
+    #[arg(long, env = "OCCUPANCY_PUSHER_CA")]
+    pub pusher_ca: Option<PathBuf>,
 
     /// Bearer tokens, comma-separated, of which every occupancy.v1 call must carry one
     /// (`authorization: Bearer <token>`); several allow rotation. Health and reflection stay open.
@@ -200,6 +244,22 @@ pub struct Config {
     pub health_interval: Duration,
     /// Tokens accepted on occupancy.v1 calls; empty means open.
     pub grpc_tokens: Vec<SecretString>,
+    /// Metrics and probes listen address.
+    pub admin_addr: SocketAddr,
+    /// How long health is NOT_SERVING before the listeners close.
+    pub drain_delay: Duration,
+    /// The longest wait for in-flight work once the listeners close.
+    pub drain_timeout: Duration,
+    /// PublishIfOccupied while the store is down.
+    pub store_down: StoreDownPolicy,
+    /// Webhook header (and idle) timeout.
+    pub http_header_timeout: Duration,
+    /// Webhook body timeout.
+    pub http_body_timeout: Duration,
+    /// Webhook connection cap.
+    pub http_max_connections: usize,
+    /// Extra CA certificates (PEM) for the Pusher API.
+    pub pusher_ca: Option<Vec<u8>>,
     /// TLS for the gRPC listener, read from the PEM files given.
     pub grpc_tls: Option<GrpcTls>,
 }
@@ -286,8 +346,37 @@ impl Cli {
             _ => None,
         };
 
+        if self.http_max_connections == 0 {
+            return Err(invalid(
+                "--http-max-connections / OCCUPANCY_HTTP_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        let pusher_ca = self
+            .pusher_ca
+            .as_deref()
+            .map(|path| read_pem(path, "--pusher-ca / OCCUPANCY_PUSHER_CA", "CERTIFICATE"))
+            .transpose()?;
+
         Ok(Config {
             grpc_tokens,
+            admin_addr: self.admin_addr,
+            drain_delay: self.drain_delay,
+            drain_timeout: positive(
+                self.drain_timeout,
+                "--drain-timeout / OCCUPANCY_DRAIN_TIMEOUT",
+            )?,
+            store_down: self.publish_when_store_down,
+            http_header_timeout: positive(
+                self.http_header_timeout,
+                "--http-header-timeout / OCCUPANCY_HTTP_HEADER_TIMEOUT",
+            )?,
+            http_body_timeout: positive(
+                self.http_body_timeout,
+                "--http-body-timeout / OCCUPANCY_HTTP_BODY_TIMEOUT",
+            )?,
+            http_max_connections: self.http_max_connections,
+            pusher_ca,
             grpc_tls,
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,

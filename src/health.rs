@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::admin::Readiness;
 use crate::apps::Apps;
 use crate::store::{OccupancyStore, StoreError};
 
@@ -25,20 +26,23 @@ pub const FAILURES_BEFORE_NOT_SERVING: u32 = 2;
 pub const SERVICE_NAMES: [&str; 2] = ["", crate::proto::occupancy_server::SERVICE_NAME];
 
 /// Pings every app's store every `interval` (with a little jitter, so replicas do not ping in
-/// step) until `shutdown`, keeping `reporter` up to date, and notifies `recovered` when the store
+/// step) until `shutdown` (the start of a drain: health turns `NOT_SERVING` at once), keeping `reporter` up to date, and notifies `recovered` when the store
 /// answers again after an outage. Starts `NOT_SERVING` so nothing is routed here before the first
 /// successful ping.
 pub async fn track_store<S: OccupancyStore>(
     apps: Arc<Apps<S>>,
     reporter: HealthReporter,
+    readiness: Readiness,
     interval: Duration,
     recovered: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut current = ServingStatus::NotServing;
-    set_all(&reporter, current).await;
+    set_all(&reporter, &readiness, current).await;
     let mut failures = 0u32;
-    let mut was_down = false;
+    // Start-up counts as an outage: if the start-up reconcile found the store down, the first
+    // SERVING makes it up at once instead of an interval later.
+    let mut was_down = true;
     let jitter = jitter(interval);
     loop {
         tokio::select! {
@@ -88,11 +92,11 @@ pub async fn track_store<S: OccupancyStore>(
                 }
             }
             current = next;
-            set_all(&reporter, current).await;
+            set_all(&reporter, &readiness, current).await;
         }
     }
     // Draining: tell balancers to stop sending new work here.
-    set_all(&reporter, ServingStatus::NotServing).await;
+    set_all(&reporter, &readiness, ServingStatus::NotServing).await;
 }
 
 async fn ping_all<S: OccupancyStore>(apps: &Apps<S>) -> Result<(), StoreError> {
@@ -108,7 +112,8 @@ fn jitter(interval: Duration) -> Duration {
     interval.mul_f64((seed % 1000) as f64 / 10_000.0)
 }
 
-async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+async fn set_all(reporter: &HealthReporter, readiness: &Readiness, status: ServingStatus) {
+    readiness.set(status == ServingStatus::Serving);
     for name in SERVICE_NAMES {
         reporter.set_service_status(name, status).await;
     }

@@ -9,15 +9,19 @@
 //!                      └──only if occupied──▶ pusher::Publisher ──▶ Pusher HTTP API
 //! ```
 
+pub mod admin;
 pub mod apps;
 pub mod channel;
 pub mod config;
 pub mod gate;
 pub mod grpc_auth;
 pub mod health;
+pub mod http_listener;
+pub mod metrics;
 pub mod proto;
 pub mod pusher;
 pub mod reconcile;
 pub mod server;
 pub mod store;
+pub mod tools;
 pub mod webhook;

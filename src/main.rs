@@ -4,9 +4,9 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -14,17 +14,24 @@ use tracing_subscriber::EnvFilter;
 use occupancy::apps::{App, AppConfig, Apps};
 use occupancy::config::{Cli, Config, GrpcTls, StoreChoice};
 use occupancy::grpc_auth::BearerTokens;
+use occupancy::http_listener::HttpLimits;
 use occupancy::pusher::{Publisher, PublisherConfig};
-use occupancy::server::{Settings, serve};
+use occupancy::server::{Listeners, Settings, Shutdown, serve};
 use occupancy::store::{MemoryStore, OccupancyStore, RedisBackend, RedisStoreConfig, StoreKeys};
 use occupancy::webhook::{WebhookKey, WebhookKeys};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    if let Some(code) = occupancy::tools::run_if_tool(std::env::args_os()) {
+        return code;
+    }
+    let cli: Cli = match occupancy::tools::parse_server_cli() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(), // --help, --version
         Err(err) => {
-            eprintln!("occupancy: {} (see --help)", one_line(&err.to_string()));
+            eprintln!(
+                "occupancy: {} (see --help)",
+                occupancy::tools::one_line(&err.to_string())
+            );
             return ExitCode::from(2);
         }
     };
@@ -51,19 +58,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// clap's message without its usage block, folded onto one line so it reads well in a log.
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches("error: ")
-        .to_owned()
 }
 
 fn init_logging() {
@@ -122,6 +116,7 @@ async fn run_with<S: OccupancyStore>(
             key: app.key.clone(),
             secret: app.secret.clone(),
             timeout: config.pusher_timeout,
+            extra_ca: config.pusher_ca.clone(),
         })
         .context("cannot set up the Pusher HTTP client")?;
         for (key, secret) in std::iter::once((&app.key, &app.secret))
@@ -137,13 +132,21 @@ async fn run_with<S: OccupancyStore>(
         apps.push(App::new(app.id.clone(), store_for(index, app), publisher));
     }
 
-    let signal = shutdown_signal().context("cannot watch for SIGTERM and Ctrl-C")?;
+    let signals = Signals::install().context("cannot watch for SIGTERM and Ctrl-C")?;
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
     let http = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen for webhooks on {}", config.http_addr))?;
+    let admin = TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for metrics and probes on {}",
+                config.admin_addr
+            )
+        })?;
     tracing::info!(
         addr = %grpc.local_addr()?,
         tls = config.grpc_tls.is_some(),
@@ -152,30 +155,43 @@ async fn run_with<S: OccupancyStore>(
         "gRPC listening"
     );
     tracing::info!(addr = %http.local_addr()?, path = occupancy::webhook::WEBHOOK_PATH, "webhooks listening");
+    tracing::info!(addr = %admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
 
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        signal.await;
-        tracing::info!("shutting down: draining in-flight requests");
-        on_signal.cancel();
-    });
+    let shutdown = Shutdown::default();
+    let stopped = shutdown.stop.clone();
+    tokio::spawn(signals.drive(shutdown.clone(), config.drain_delay));
 
-    serve(
+    let served = serve(
         Settings {
             apps: Arc::new(Apps::new(apps)),
             webhook_keys: WebhookKeys::new(webhook_keys),
             webhook_body_limit: config.webhook_body_limit,
+            webhook_body_timeout: config.http_body_timeout,
+            http_limits: HttpLimits {
+                header_timeout: config.http_header_timeout,
+                max_connections: config.http_max_connections,
+            },
+            store_down: config.store_down,
             health_interval: config.health_interval,
             reconcile_interval: config.reconcile_interval,
             grpc_tokens: BearerTokens::new(&config.grpc_tokens),
             grpc_tls: config.grpc_tls.as_ref().map(server_tls),
         },
-        grpc,
-        http,
+        Listeners { grpc, http, admin },
         shutdown,
-    )
-    .await?;
+    );
+    // The drain is bounded: once the listeners close, whatever is still open after
+    // --drain-timeout (a Health/Watch stream, a stuck client) does not keep the process alive.
+    let drain_timeout = config.drain_timeout;
+    tokio::select! {
+        result = served => result?,
+        _ = async {
+            stopped.cancelled().await;
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            tracing::warn!(?drain_timeout, "drain timeout: exiting with requests still open");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -190,25 +206,71 @@ fn server_tls(tls: &GrpcTls) -> tonic::transport::ServerTlsConfig {
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, not
-/// when first polled, so a signal that arrives right after start-up is not lost (and does not
-/// kill the process without draining).
-#[cfg(unix)]
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
+/// SIGTERM and SIGINT, watched from start-up: the handlers are installed before the listeners
+/// bind, so a signal that arrives right after start-up still drains instead of killing.
+struct Signals {
+    received: tokio::sync::mpsc::UnboundedReceiver<i32>,
 }
 
-#[cfg(not(unix))]
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                // The exit code a shell gives a process killed by that signal.
+                let code = tokio::select! {
+                    _ = term.recv() => 143,
+                    _ = int.recv() => 130,
+                };
+                if tx.send(code).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { received })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Self> {
+        let (tx, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if tx.send(130).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { received })
+    }
+
+    /// First signal: health `NOT_SERVING`, then after `drain_delay` the listeners stop. A
+    /// second signal exits at once, for an operator who will not wait.
+    async fn drive(mut self, shutdown: Shutdown, drain_delay: Duration) {
+        if self.received.recv().await.is_none() {
+            return;
+        }
+        tracing::info!(
+            ?drain_delay,
+            "shutting down: health is NOT_SERVING; draining"
+        );
+        shutdown.draining.cancel();
+        tokio::select! {
+            _ = tokio::time::sleep(drain_delay) => {}
+            Some(code) = self.received.recv() => exit_now(code),
+        }
+        tracing::info!("listeners closed: finishing requests in flight");
+        shutdown.stop.cancel();
+        if let Some(code) = self.received.recv().await {
+            exit_now(code);
+        }
+    }
+}
+
+fn exit_now(code: i32) -> ! {
+    tracing::warn!(code, "second signal: exiting at once");
+    std::process::exit(code)
 }

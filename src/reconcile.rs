@@ -69,6 +69,17 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
             tracing::debug!(app = %app.id, listed = listed.len(), "reconciled: nothing to repair");
         }
         Ok(repairs) => {
+            let m = crate::metrics::metrics();
+            for (change, n) in [
+                ("added", repairs.added.len()),
+                ("removed", repairs.removed.len()),
+            ] {
+                crate::metrics::count(
+                    &m.reconcile_repairs,
+                    &[("app", &app.id), ("change", change)],
+                    n as u64,
+                );
+            }
             tracing::warn!(
                 app = %app.id,
                 listed = listed.len(),

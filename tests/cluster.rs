@@ -76,6 +76,7 @@ async fn the_cluster_serves_every_part_of_the_service() {
         "{pusher:channels}:times",
         "{pusher:channels}:changes",
         "{pusher:channels}:reconcile-lock",
+        "{pusher:channels}:seq",
     ] {
         assert_eq!(cluster.slot_of(key).await, slot, "{key}");
     }

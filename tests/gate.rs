@@ -440,7 +440,7 @@ async fn pusher_failures_map_to_grpc_statuses_with_the_reason(kind: StoreKind) {
         env.stub.set_behaviour(Behaviour {
             status,
             body: format!("stub says {}", status.as_u16()),
-            delay: Duration::ZERO,
+            ..Behaviour::default()
         });
         let err = env
             .publish(&["live"], "e", "d", "")

@@ -62,6 +62,8 @@ async fn redis_down_is_reported_everywhere_and_recovery_needs_no_restart() {
         stub.url(),
         "--redis-timeout".into(),
         "300ms".into(),
+        "--publish-when-store-down".into(),
+        "none".into(),
     ]);
     let channel = service.channel().await;
     let gate = OccupancyClient::new(channel.clone());
@@ -183,4 +185,49 @@ async fn a_key_of_the_wrong_type_is_internal_not_unavailable() {
     assert_eq!(err.code(), Code::Internal, "{err:?}");
     let (status, _) = service.send_webhook(&[("channel_occupied", "x")]).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn by_default_a_publish_while_the_store_is_down_goes_to_every_channel() {
+    let stub = PusherStub::start().await;
+    let mut redis = RedisServer::start();
+    let service = Occupancy::start(&[
+        "--redis-url".into(),
+        redis.url(),
+        "--pusher-api-url".into(),
+        stub.url(),
+        "--redis-timeout".into(),
+        "300ms".into(),
+    ]);
+    let channel = service.channel().await;
+    let health = HealthClient::new(channel.clone());
+    health_is(&health, SERVING).await;
+    redis.stop();
+    health_is(&health, NOT_SERVING).await;
+
+    let answer = OccupancyClient::new(channel)
+        .publish_if_occupied(occupancy::proto::PublishIfOccupiedRequest {
+            channels: vec!["down-1".into(), "down-2".into()],
+            event: "progress".into(),
+            data: "{}".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("published although the store is down")
+        .into_inner();
+    assert!(answer.store_unavailable);
+    assert_eq!(answer.published, ["down-1", "down-2"]);
+    assert!(answer.skipped.is_empty());
+    let calls = stub.calls_for("down-1");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].body["channels"],
+        serde_json::json!(["down-1", "down-2"])
+    );
+    assert!(
+        service
+            .log_text()
+            .contains("publishing to every requested channel"),
+        "the fallback is logged"
+    );
 }

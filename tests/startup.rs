@@ -52,6 +52,13 @@ fn invalid_values_stop_start_up_with_one_line_and_no_secret() {
             "PUSHER_EXTRA_KEYS",
         ),
         (("PUSHER_API_URL", "not a url"), "PUSHER_API_URL"),
+        (
+            (
+                "PUSHER_API_URL",
+                "https://user:very-secret-value@api.example.com",
+            ),
+            "PUSHER_API_URL",
+        ),
         (("PUSHER_CLUSTER", "eu/../x"), "PUSHER_CLUSTER"),
         (
             ("REDIS_URL", "mysql://u:very-secret-value@h/db"),

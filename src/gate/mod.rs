@@ -17,28 +17,47 @@ use tonic::{Request, Response, Status};
 pub use self::coalesce::Coalescer;
 use self::coalesce::Decision;
 use crate::apps::{App, Apps};
+use crate::metrics::{count, metrics};
 use crate::proto::occupancy_server::Occupancy;
 use crate::proto::{
     IsOccupiedRequest, IsOccupiedResponse, PublishIfOccupiedRequest, PublishIfOccupiedResponse,
     WatchOccupancyRequest,
 };
-use crate::store::OccupancyStore;
+use crate::store::{OccupancyStore, StoreError};
 
 /// The `occupancy.v1.Occupancy` service over every configured app.
 pub struct Gate<S> {
     apps: Arc<Apps<S>>,
     shutdown: CancellationToken,
     coalescer: Arc<Coalescer>,
+    store_down: StoreDownPolicy,
+}
+
+/// What `PublishIfOccupied` does when the store cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StoreDownPolicy {
+    /// Publish to every requested channel: no live update is lost, some calls are paid for
+    /// nothing.
+    #[default]
+    All,
+    /// Answer `UNAVAILABLE`; the caller decides.
+    None,
 }
 
 impl<S> Gate<S> {
     /// A gate answering for `apps`; watch streams end when `shutdown` is cancelled, and held
     /// updates of `coalescer` are sent then.
-    pub fn new(apps: Arc<Apps<S>>, coalescer: Arc<Coalescer>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        apps: Arc<Apps<S>>,
+        coalescer: Arc<Coalescer>,
+        store_down: StoreDownPolicy,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             apps,
             shutdown,
             coalescer,
+            store_down,
         }
     }
 
@@ -63,7 +82,17 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
             .occupied(std::slice::from_ref(&channel))
             .await
             .map_err(|err| status::store(&app.id, err))?;
-        let occupied = answer.first().copied().unwrap_or(false);
+        let Some(&occupied) = answer.first() else {
+            return Err(Status::internal("the store gave no answer"));
+        };
+        count(
+            &metrics().gate_checks,
+            &[
+                ("app", &app.id),
+                ("answer", if occupied { "occupied" } else { "vacant" }),
+            ],
+            1,
+        );
         tracing::debug!(app = %app.id, %channel, occupied, "gate answered");
         Ok(Response::new(IsOccupiedResponse { occupied }))
     }
@@ -75,11 +104,14 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         let request = request.into_inner();
         let app = self.app(&request.app_id)?;
         let publish = request::publish(request).map_err(status::invalid)?;
-        let occupied = app
-            .store
-            .occupied(&publish.channels)
-            .await
-            .map_err(|err| status::store(&app.id, err))?;
+        let (occupied, store_unavailable) = match app.store.occupied(&publish.channels).await {
+            Ok(occupied) => (occupied, false),
+            Err(err @ StoreError::Unavailable(_)) if self.store_down == StoreDownPolicy::All => {
+                tracing::warn!(app = %app.id, error = ?err, channels = publish.channels.len(), "store unavailable: publishing to every requested channel");
+                (vec![true; publish.channels.len()], true)
+            }
+            Err(err) => return Err(status::store(&app.id, err)),
+        };
         let (live, vacant): (Vec<_>, Vec<_>) = publish
             .channels
             .into_iter()
@@ -132,6 +164,19 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
                     status::publish(err)
                 })?;
         }
+        let m = metrics();
+        for (outcome, n) in [
+            ("published", now.len() as u64),
+            ("skipped", skipped.len() as u64),
+            ("deferred", deferred.len() as u64),
+            ("superseded", u64::from(superseded)),
+        ] {
+            count(
+                &m.publish_channels,
+                &[("app", &app.id), ("outcome", outcome)],
+                n,
+            );
+        }
         tracing::debug!(
             app = %app.id,
             event = %publish.event,
@@ -146,7 +191,7 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
             skipped,
             deferred,
             superseded,
-            store_unavailable: false,
+            store_unavailable,
         }))
     }
 

@@ -40,6 +40,8 @@ pub fn start<S: OccupancyStore>(
 ) -> WatchStream {
     let (tx, rx) = mpsc::channel(OUTBOX);
     tokio::spawn(async move {
+        let gauge = &crate::metrics::metrics().watch_streams;
+        gauge.inc();
         let outcome = tokio::select! {
             outcome = feed(&app, &prefix, &tx) => outcome,
             _ = shutdown.cancelled() => Err(Status::unavailable("the gate is shutting down; reconnect")),
@@ -48,6 +50,7 @@ pub fn start<S: OccupancyStore>(
         if let Err(status) = outcome {
             let _ = tx.send(Err(status)).await;
         }
+        gauge.dec();
     });
     Box::pin(ReceiverStream::new(rx))
 }

@@ -4,7 +4,7 @@
 //! farm reuses warm TLS connections instead of paying a handshake per progress tick. Every
 //! request has a timeout, and every failure keeps Pusher's own reason.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::signing::signed_query;
 use crate::channel::ChannelName;
+use crate::metrics::{count, metrics, observe};
 
 /// Where and as whom to publish.
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct PublisherConfig {
     pub secret: SecretString,
     /// The limit on one whole request, connection included.
     pub timeout: Duration,
+    /// Extra CA certificates (PEM) to trust, for a self-hosted server with a private CA.
+    pub extra_ca: Option<Vec<u8>>,
 }
 
 /// The API base URL of a Pusher cluster such as `mt1` or `eu`.
@@ -95,9 +98,18 @@ impl std::fmt::Debug for Publisher {
 const MAX_REASON_LEN: usize = 300;
 
 impl Publisher {
-    /// Builds the client once; fails only if the TLS stack cannot be set up.
+    /// Builds the client once; fails only if the TLS stack cannot be set up or the extra CA is
+    /// not PEM.
     pub fn new(config: PublisherConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &config.extra_ca {
+            for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        // One pool per app, kept warm across publishes: keep-alive connections are reused.
+        let http = builder
+            .pool_max_idle_per_host(32)
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -148,6 +160,7 @@ impl Publisher {
             &body,
             timestamp,
         );
+        let started = Instant::now();
         let response = self
             .http
             .post(self.events_url.clone())
@@ -156,7 +169,9 @@ impl Publisher {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e));
+        record("events", started, &response);
+        let response = response?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -179,13 +194,16 @@ impl Publisher {
             b"",
             unix_seconds(),
         );
+        let started = Instant::now();
         let response = self
             .http
             .get(self.channels_url.clone())
             .query(&query)
             .send()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e));
+        record("channels", started, &response);
+        let response = response?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -214,6 +232,26 @@ impl Publisher {
             PublishError::Unreachable(error_chain(&err.without_url()))
         }
     }
+}
+
+/// Counts one Pusher request by endpoint and outcome, with its latency.
+fn record(endpoint: &str, started: Instant, response: &Result<reqwest::Response, PublishError>) {
+    let status = match response {
+        Ok(response) => response.status().as_u16().to_string(),
+        Err(PublishError::Timeout(_)) => "timeout".to_owned(),
+        Err(_) => "unreachable".to_owned(),
+    };
+    let m = metrics();
+    count(
+        &m.pusher_requests,
+        &[("endpoint", endpoint), ("status", &status)],
+        1,
+    );
+    observe(
+        &m.pusher_duration,
+        &[("endpoint", endpoint)],
+        started.elapsed(),
+    );
 }
 
 fn unix_seconds() -> u64 {

@@ -42,6 +42,8 @@ const HEARTBEAT_PAYLOAD: &str = "h";
 pub struct AppCache {
     set: RwLock<HashSet<Box<str>>>,
     changes: broadcast::Sender<Arc<FeedEvent>>,
+    /// The highest change number applied, for writers waiting to read their own change.
+    seq: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for AppCache {
@@ -49,6 +51,7 @@ impl Default for AppCache {
         Self {
             set: RwLock::default(),
             changes: broadcast::channel(WATCH_BUFFER).0,
+            seq: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -72,8 +75,17 @@ impl AppCache {
             .collect()
     }
 
-    /// Applies a batch this replica just applied in Redis, so its own next read sees it.
-    pub fn apply(&self, batch: &ChangeBatch) {
+    /// Waits up to `limit` until change `seq` has been applied; false if it was not in time.
+    pub async fn wait_for(&self, seq: u64, limit: Duration) -> bool {
+        let mut applied = self.seq.subscribe();
+        tokio::time::timeout(limit, applied.wait_for(|&at| at >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Applies a batch that names each channel once (see [`ChangeBatch::of`]), so the order of
+    /// its lists does not matter.
+    fn apply(&self, batch: &ChangeBatch) {
         let mut set = self.set.write().unwrap_or_else(PoisonError::into_inner);
         for channel in &batch.occupied {
             set.insert(channel.as_str().into());
@@ -83,24 +95,35 @@ impl AppCache {
         }
     }
 
-    /// Applies one feed message (`+name` / `-name` lines) and tells watchers.
+    /// Applies one feed message (`#seq`, then `+name` / `-name` lines in order) and tells
+    /// watchers.
     fn apply_message(&self, payload: &str) {
-        let mut batch = ChangeBatch::default();
-        for line in payload.lines() {
-            if let Some(name) = line.strip_prefix('+') {
-                batch.occupied.push(name.to_owned());
-            } else if let Some(name) = line.strip_prefix('-') {
-                batch.vacated.push(name.to_owned());
-            }
-        }
+        let seq = payload
+            .lines()
+            .find_map(|line| line.strip_prefix('#'))
+            .and_then(|n| n.parse::<u64>().ok());
+        let batch = ChangeBatch::from_states(payload.lines().filter_map(|line| {
+            line.strip_prefix('+')
+                .map(|name| (name, true))
+                .or_else(|| line.strip_prefix('-').map(|name| (name, false)))
+        }));
         self.apply(&batch);
+        if let Some(seq) = seq {
+            self.seq.send_if_modified(|at| {
+                let newer = seq > *at;
+                *at = (*at).max(seq);
+                newer
+            });
+        }
         if !batch.is_empty() {
             let _ = self.changes.send(Arc::new(FeedEvent::Changes(batch)));
         }
     }
 
-    /// Replaces the copy with `members` and tells watchers to start over.
+    /// Replaces the copy with `members` and tells watchers to start over. The change counter
+    /// restarts too: a Redis that restarted empty numbers changes from 1 again.
     fn replace(&self, members: Vec<String>) {
+        self.seq.send_replace(0);
         let fresh: HashSet<Box<str>> = members.into_iter().map(String::into_boxed_str).collect();
         *self.set.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         let _ = self.changes.send(Arc::new(FeedEvent::Reset));
@@ -125,12 +148,18 @@ impl Freshness {
         heard != 0 && now_ms().saturating_sub(heard) <= STALENESS_BOUND.as_millis() as u64
     }
 
+    fn synced(&self) {
+        self.heard();
+        crate::metrics::metrics().feed_up.set(1);
+    }
+
     fn heard(&self) {
         self.heard_at_ms.store(now_ms(), Ordering::Release);
     }
 
     fn lost(&self) {
         self.heard_at_ms.store(0, Ordering::Release);
+        crate::metrics::metrics().feed_up.set(0);
     }
 
     fn silent_for(&self) -> Duration {
@@ -219,7 +248,7 @@ async fn follow(
             .map_err(FeedError::Reload)?;
         cache.replace(members);
     }
-    backend.freshness().heard();
+    backend.freshness().synced();
     if !*was_up {
         tracing::info!(
             apps = caches.len(),

@@ -19,6 +19,7 @@ mod redis;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use self::feed::{HEARTBEAT, STALENESS_BOUND};
 pub use self::memory::MemoryStore;
 pub use self::redis::{
     BadRedisUrl, RedisBackend, RedisStore, RedisStoreConfig, StoreKeys, check_redis_url,
@@ -74,14 +75,35 @@ pub struct ChangeBatch {
 }
 
 impl ChangeBatch {
-    /// The changes of applied events, in order.
+    /// The net changes of events applied in order: a channel named twice counts once, with its
+    /// last state, so the batch means the same whichever list is applied first.
     pub fn of(events: &[Event]) -> Self {
+        Self::from_states(
+            events
+                .iter()
+                .map(|e| (e.channel.as_str(), e.occupancy == Occupancy::Occupied)),
+        )
+    }
+
+    /// The net changes of `(channel, occupied)` states in order (later ones win).
+    pub fn from_states<'a>(states: impl IntoIterator<Item = (&'a str, bool)>) -> Self {
+        let mut last: Vec<(&str, bool)> = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        for (channel, occupied) in states {
+            match seen.get(channel) {
+                Some(&index) => last[index] = (channel, occupied),
+                None => {
+                    seen.insert(channel, last.len());
+                    last.push((channel, occupied));
+                }
+            }
+        }
         let mut batch = Self::default();
-        for event in events {
-            let name = event.channel.as_str().to_owned();
-            match event.occupancy {
-                Occupancy::Occupied => batch.occupied.push(name),
-                Occupancy::Vacated => batch.vacated.push(name),
+        for (channel, occupied) in last {
+            if occupied {
+                batch.occupied.push(channel.to_owned());
+            } else {
+                batch.vacated.push(channel.to_owned());
             }
         }
         batch
@@ -174,3 +196,16 @@ pub fn now_ms() -> u64 {
 
 /// The default retention window: well past Pusher's five minutes of retries.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_named_twice_in_a_batch_keeps_its_last_state() {
+        let batch =
+            ChangeBatch::from_states([("x", true), ("x", false), ("y", false), ("y", true)]);
+        assert_eq!(batch.occupied, ["y"]);
+        assert_eq!(batch.vacated, ["x"]);
+    }
+}

@@ -28,10 +28,9 @@ use tokio_util::sync::CancellationToken;
 pub use super::connect::BadRedisUrl;
 use super::connect::{Link, Target};
 use super::feed::{AppCache, Freshness};
-use super::{
-    Applied, ChangeBatch, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError, now_ms,
-};
+use super::{Applied, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError, now_ms};
 use crate::channel::ChannelName;
+use crate::metrics::{count, metrics, observe};
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -307,16 +306,28 @@ impl RedisBackend {
         F: FnOnce(Link) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
+        let started = std::time::Instant::now();
         // A failure to connect at all is always "retry later", whatever the sentinels said.
-        let link = self.link().await.map_err(StoreError::Unavailable)?;
-        match request(link).await {
+        let result = match self.link().await {
+            Ok(link) => request(link).await.map_err(|err| {
+                self.failed(&err);
+                classify(err)
+            }),
+            Err(err) => Err(StoreError::Unavailable(err)),
+        };
+        observe(&metrics().store_duration, &[], started.elapsed());
+        match result {
             Ok(value) => {
                 self.shared.failures.store(0, Ordering::Relaxed);
                 Ok(value)
             }
             Err(err) => {
-                self.failed(&err);
-                Err(classify(err))
+                let kind = match err {
+                    StoreError::Unavailable(_) => "unavailable",
+                    _ => "failed",
+                };
+                count(&metrics().store_errors, &[("kind", kind)], 1);
+                Err(err)
             }
         }
     }
@@ -341,7 +352,11 @@ impl RedisBackend {
         if counts {
             let count = self.shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
             if count >= FAILURES_BEFORE_REBUILD {
-                tracing::warn!(failures = count, store = %self.shared.target_name, "Redis keeps failing: reconnecting");
+                if err.is_timeout() {
+                    tracing::warn!(failures = count, store = %self.shared.target_name, "Redis keeps timing out: reconnecting");
+                } else {
+                    tracing::warn!(failures = count, store = %self.shared.target_name, "Redis keeps failing: reconnecting");
+                }
                 self.forget_connection();
             }
         }
@@ -368,6 +383,8 @@ pub struct StoreKeys {
     pub reconcile_lock: String,
     /// The pub/sub channel every applied change is published on.
     pub feed: String,
+    /// The counter numbering published changes, so a replica knows when its copy has caught up.
+    pub seq: String,
 }
 
 impl StoreKeys {
@@ -394,6 +411,7 @@ impl StoreKeys {
             times: format!("{tag}:times"),
             reconcile_lock: format!("{tag}:reconcile-lock"),
             feed: format!("{tag}:changes"),
+            seq: format!("{tag}:seq"),
         }
     }
 }
@@ -403,7 +421,7 @@ impl StoreKeys {
     /// need.
     pub fn share_a_slot(&self) -> bool {
         let slot = cluster_slot(&self.set);
-        [&self.times, &self.reconcile_lock, &self.feed]
+        [&self.times, &self.reconcile_lock, &self.feed, &self.seq]
             .iter()
             .all(|key| cluster_slot(key) == slot)
     }
@@ -465,6 +483,27 @@ impl RedisStore {
     }
 }
 
+/// How long a write waits for the feed to bring it back before answering anyway.
+const OWN_WRITE_WAIT: Duration = Duration::from_millis(200);
+
+impl RedisStore {
+    /// Waits until this replica's copy has caught up with change `seq`, so whoever made the
+    /// change (a webhook's sender) reads it back at once. The copy is written only by the feed,
+    /// in Redis's order: applying our own change to it directly could land after a newer change
+    /// from another replica and undo it.
+    async fn read_own_write(&self, seq: u64) {
+        if seq == 0 || !self.backend.answers_from_memory() {
+            return;
+        }
+        if !self.cache.wait_for(seq, OWN_WRITE_WAIT).await {
+            tracing::debug!(
+                seq,
+                "the change feed is slow: answering before the copy caught up"
+            );
+        }
+    }
+}
+
 impl OccupancyStore for RedisStore {
     fn watch(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
         self.cache.watch()
@@ -494,6 +533,7 @@ impl OccupancyStore for RedisStore {
         invocation
             .key(&self.keys.set)
             .key(&self.keys.times)
+            .key(&self.keys.seq)
             .arg(self.retention_ms)
             .arg(&self.keys.feed);
         for event in events {
@@ -505,25 +545,27 @@ impl OccupancyStore for RedisStore {
                 .arg(event.time_ms)
                 .arg(event.channel.as_str());
         }
-        let flags: Vec<u8> = self
+        let answer: Vec<u64> = self
             .backend
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
+        let Some((&seq, flags)) = answer.split_first() else {
+            return Err(StoreError::Unexpected("the apply script gave no answer"));
+        };
         if flags.len() != events.len() {
             return Err(StoreError::Unexpected(
                 "the apply script answered for a different number of events",
             ));
         }
         let mut applied = Applied::default();
-        for (event, flag) in events.iter().zip(flags) {
+        for (event, &flag) in events.iter().zip(flags) {
             if flag == 1 {
                 applied.applied.push(event.clone());
             } else {
                 applied.stale += 1;
             }
         }
-        // This replica's next read sees its own write at once; the feed brings it again.
-        self.cache.apply(&ChangeBatch::of(&applied.applied));
+        self.read_own_write(seq).await;
         Ok(applied)
     }
 
@@ -589,19 +631,17 @@ impl OccupancyStore for RedisStore {
         invocation
             .key(&self.keys.set)
             .key(&self.keys.times)
+            .key(&self.keys.seq)
             .arg(requested_at_ms)
             .arg(&self.keys.feed);
         for channel in listed {
             invocation.arg(channel.as_str());
         }
-        let (added, removed): (Vec<String>, Vec<String>) = self
+        let (added, removed, seq): (Vec<String>, Vec<String>, u64) = self
             .backend
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
-        self.cache.apply(&ChangeBatch {
-            occupied: added.clone(),
-            vacated: removed.clone(),
-        });
+        self.read_own_write(seq).await;
         Ok(Repairs { added, removed })
     }
 
@@ -612,9 +652,10 @@ impl OccupancyStore for RedisStore {
         invocation
             .key(&self.keys.set)
             .key(&self.keys.times)
+            .key(&self.keys.seq)
             .arg(self.retention_ms)
             .arg("");
-        let _: Vec<u8> = self
+        let _: Vec<u64> = self
             .backend
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
@@ -660,6 +701,7 @@ mod tests {
         assert_eq!(plain.set, "pusher:channels");
         assert_eq!(plain.times, "{pusher:channels}:times");
         assert_eq!(plain.feed, "{pusher:channels}:changes");
+        assert_eq!(plain.seq, "{pusher:channels}:seq");
         let tagged = StoreKeys::for_set("pusher:{42}:channels");
         assert_eq!(tagged.times, "pusher:{42}:channels:times");
         assert_eq!(hash_tag("a{}b"), None);

@@ -11,6 +11,7 @@
 //! | 200 | the batch was applied (stale, unusable and other events counted, not applied) |
 //! | 400 | the body is not a Pusher webhook |
 //! | 401 | `X-Pusher-Key` / `X-Pusher-Signature` missing, unknown or wrong |
+//! | 408 | the body did not arrive within the body timeout |
 //! | 413 | the body is over the configured limit |
 //! | 500 | the store answered with an error retrying will not fix |
 //! | 503 | the store cannot be reached: Pusher will retry |
@@ -19,6 +20,7 @@ mod payload;
 mod signature;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -30,6 +32,7 @@ use serde_json::json;
 pub use self::payload::{Batch, PayloadError};
 pub use self::signature::{SignatureError, WebhookKey, WebhookKeys, sign};
 use crate::apps::Apps;
+use crate::metrics::{count, metrics};
 use crate::store::{Occupancy, OccupancyStore, StoreError};
 
 /// The path Pusher is configured to post to.
@@ -39,18 +42,22 @@ struct WebhookState<S> {
     apps: Arc<Apps<S>>,
     keys: WebhookKeys,
     body_limit: usize,
+    body_timeout: Duration,
 }
 
-/// The axum router serving [`WEBHOOK_PATH`], rejecting bodies over `body_limit` bytes.
+/// The axum router serving [`WEBHOOK_PATH`], rejecting bodies over `body_limit` bytes or not
+/// received within `body_timeout`.
 pub fn router<S: OccupancyStore>(
     apps: Arc<Apps<S>>,
     keys: WebhookKeys,
     body_limit: usize,
+    body_timeout: Duration,
 ) -> Router {
     let state = Arc::new(WebhookState {
         apps,
         keys,
         body_limit,
+        body_timeout,
     });
     Router::new()
         .route(WEBHOOK_PATH, post(receive::<S>))
@@ -65,15 +72,29 @@ async fn receive<S: OccupancyStore>(
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     // A stranger's request is refused on its headers alone, before its body is read.
     if let Err(err) = state.keys.find(header("x-pusher-key")) {
+        outcome("bad_key");
         tracing::warn!(reason = %err, "webhook rejected: bad key");
         return answer(StatusCode::UNAUTHORIZED, &err.to_string());
     }
-    let body = match axum::body::to_bytes(body, state.body_limit).await {
-        Ok(body) => body,
-        Err(err) => {
+    let read = tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, state.body_limit),
+    );
+    let body = match read.await {
+        Err(_) => {
+            outcome("body_timeout");
+            tracing::warn!(timeout = ?state.body_timeout, "webhook rejected: body too slow");
+            return answer(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body was not received in time",
+            );
+        }
+        Ok(Ok(body)) => body,
+        Ok(Err(err)) => {
             // The only error with a limit set is the limit, or a client that broke off.
             let too_large = std::error::Error::source(&err)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            outcome(if too_large { "too_large" } else { "unreadable" });
             return if too_large {
                 tracing::warn!(
                     limit = state.body_limit,
@@ -103,6 +124,7 @@ async fn receive<S: OccupancyStore>(
             );
         }
         Err(err) => {
+            outcome("bad_signature");
             tracing::warn!(reason = %err, "webhook rejected: bad signature");
             return answer(StatusCode::UNAUTHORIZED, &err.to_string());
         }
@@ -111,6 +133,7 @@ async fn receive<S: OccupancyStore>(
     let batch = match Batch::parse(&body) {
         Ok(batch) => batch,
         Err(err) => {
+            outcome("bad_body");
             tracing::warn!(reason = %err, "webhook rejected: bad body");
             return answer(StatusCode::BAD_REQUEST, &err.to_string());
         }
@@ -136,6 +159,29 @@ async fn receive<S: OccupancyStore>(
         .filter(|e| e.occupancy == Occupancy::Occupied)
         .count();
     let vacated = applied.applied.len() - occupied;
+    outcome("applied");
+    let m = metrics();
+    let app_id = app.id.as_str();
+    let stale_occupied = batch
+        .events
+        .iter()
+        .filter(|e| e.occupancy == Occupancy::Occupied)
+        .count()
+        - occupied;
+    for (kind, effect, n) in [
+        ("occupied", "applied", occupied),
+        ("vacated", "applied", vacated),
+        ("occupied", "stale", stale_occupied),
+        ("vacated", "stale", applied.stale - stale_occupied),
+        ("other", "ignored", batch.ignored),
+        ("occupancy", "invalid", batch.invalid),
+    ] {
+        count(
+            &m.webhook_events,
+            &[("app", app_id), ("kind", kind), ("effect", effect)],
+            n as u64,
+        );
+    }
     if applied.stale > 0 {
         tracing::debug!(app = %app.id, stale = applied.stale, time_ms = batch.time_ms, "stale webhook events ignored");
     }
@@ -160,6 +206,10 @@ async fn receive<S: OccupancyStore>(
         })),
     )
         .into_response()
+}
+
+fn outcome(outcome: &str) {
+    count(&metrics().webhook_requests, &[("outcome", outcome)], 1);
 }
 
 /// An error answer: `{"error": reason}`, so Pusher's dashboard and operators see why.

@@ -131,6 +131,8 @@ pub struct Behaviour {
     pub status: StatusCode,
     pub body: String,
     pub delay: Duration,
+    /// A `Location` header to send (for redirects).
+    pub location: Option<String>,
 }
 
 impl Default for Behaviour {
@@ -139,6 +141,7 @@ impl Default for Behaviour {
             status: StatusCode::OK,
             body: "{}".into(),
             delay: Duration::ZERO,
+            location: None,
         }
     }
 }
@@ -268,6 +271,7 @@ async fn set_channel_behaviour(
         status,
         body: request.body.unwrap_or_else(|| "{}".into()),
         delay: Duration::from_millis(request.delay_ms),
+        location: None,
     };
     state
         .by_channel
@@ -307,7 +311,7 @@ async fn trigger(
     Path(app_id): Path<String>,
     RawQuery(query): RawQuery,
     body: Bytes,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let path = format!("/apps/{app_id}/events");
     let verdict = verify(&app_id, &path, query.as_deref().unwrap_or(""), &body);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -327,11 +331,17 @@ async fn trigger(
         body,
     });
     if let Err(reason) = verdict {
-        return (StatusCode::UNAUTHORIZED, reason);
+        return (StatusCode::UNAUTHORIZED, reason).into_response();
     }
     let behaviour = chosen.unwrap_or_else(|| state.behaviour.lock().unwrap().clone());
     tokio::time::sleep(behaviour.delay).await;
-    (behaviour.status, behaviour.body)
+    let mut response = (behaviour.status, behaviour.body).into_response();
+    if let Some(location) = behaviour.location {
+        response
+            .headers_mut()
+            .insert("location", location.parse().unwrap());
+    }
+    response
 }
 
 /// Pusher's checks on a signed request.
@@ -405,6 +415,7 @@ pub struct Occupancy {
     child: Child,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
 }
@@ -440,6 +451,9 @@ impl Occupancy {
                 .args(["--pusher-app-id", APP_ID, "--pusher-key", KEY])
                 .env("PUSHER_SECRET", SECRET);
         }
+        if !given("--admin-addr") {
+            command.args(["--admin-addr", "127.0.0.1:0"]);
+        }
         if !given("--health-interval") {
             command.args(["--health-interval", "100ms"]);
         }
@@ -470,9 +484,9 @@ impl Occupancy {
                 sink.lock().unwrap().push(line);
             }
         });
-        let (mut grpc_addr, mut http_addr) = (None, None);
+        let (mut grpc_addr, mut http_addr, mut admin_addr) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while grpc_addr.is_none() || http_addr.is_none() {
+        while grpc_addr.is_none() || http_addr.is_none() || admin_addr.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
                 let _ = child.kill();
@@ -485,12 +499,15 @@ impl Occupancy {
                 grpc_addr = Some(addr_in(&line));
             } else if line.contains("webhooks listening") {
                 http_addr = Some(addr_in(&line));
+            } else if line.contains("admin listening") {
+                admin_addr = Some(addr_in(&line));
             }
         }
         Self {
             child,
             grpc_addr: grpc_addr.unwrap(),
             http_addr: http_addr.unwrap(),
+            admin_addr: admin_addr.unwrap(),
             log,
             args: args.to_vec(),
         }
@@ -507,6 +524,11 @@ impl Occupancy {
             .connect()
             .await
             .expect("connect to the gate")
+    }
+
+    /// `http://host:port` of the admin listener (metrics and probes).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
     }
 
     pub fn webhook_url(&self) -> String {
@@ -535,6 +557,31 @@ impl Occupancy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (TERM, INT, STOP...) without waiting.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit, and how long that took.
+    pub fn wait_exit(mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "occupancy did not exit within {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends `signal` (TERM, INT) and waits for the exit status.
@@ -697,3 +744,13 @@ impl Drop for TestPki {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl RedisServer {
+    /// The `redis-server` process id while it runs, to pause it (SIGSTOP) in fault tests.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// A Pusher stand-in serving several apps, each with its own credentials.
+pub mod multi_app;

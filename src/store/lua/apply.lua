@@ -1,10 +1,12 @@
 -- Applies occupancy events in order, each only if it is at least as new as the last event
 -- applied to its channel and inside the retention window. One atomic step.
--- KEYS[1]: the set of occupied channels; KEYS[2]: sorted set channel -> time_ms of the last event.
+-- KEYS[1]: the set of occupied channels; KEYS[2]: sorted set channel -> time_ms of the last event;
+-- KEYS[3]: the counter numbering published changes.
 -- ARGV[1]: retention in ms; ARGV[2]: the pub/sub channel replicas follow ("" for none); then
 -- triples: "1" (occupied) or "0" (vacated), time_ms, channel.
--- Publishes what was applied ("+name" / "-name" lines) so every replica's copy follows.
--- Returns one flag per event: 1 applied, 0 stale.
+-- Publishes what was applied ("#seq" then "+name" / "-name" lines) so every replica's copy
+-- follows in Redis's order. Returns the change's sequence number (0 when nothing was published),
+-- then one flag per event: 1 applied, 0 stale.
 local now = redis.call('TIME')
 local horizon = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. horizon)
@@ -28,7 +30,10 @@ for i = 3, #ARGV, 3 do
     result[#result + 1] = 1
   end
 end
+local seq = 0
 if #changes > 0 and ARGV[2] ~= '' then
-  redis.call('PUBLISH', ARGV[2], table.concat(changes, '\n'))
+  seq = redis.call('INCR', KEYS[3])
+  redis.call('PUBLISH', ARGV[2], '#' .. seq .. '\n' .. table.concat(changes, '\n'))
 end
+table.insert(result, 1, seq)
 return result

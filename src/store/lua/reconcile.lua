@@ -1,8 +1,10 @@
 -- Makes the set equal Pusher's listing, except for channels changed by an event newer than the
 -- moment the listing was requested: those happened after Pusher made its list, so they stand.
--- KEYS[1]: the set; KEYS[2]: sorted set channel -> time_ms of the last event.
+-- KEYS[1]: the set; KEYS[2]: sorted set channel -> time_ms of the last event; KEYS[3]: the
+-- counter numbering published changes.
 -- ARGV[1]: when the listing was requested (ms); ARGV[2]: the pub/sub channel replicas follow;
--- ARGV[3..]: the listed channels. Publishes the repairs like apply.lua. Returns {added, removed}.
+-- ARGV[3..]: the listed channels. Publishes the repairs like apply.lua. Returns
+-- {added, removed, seq}.
 local requested = tonumber(ARGV[1])
 local listed = {}
 local added, removed = {}, {}
@@ -29,7 +31,9 @@ end
 local changes = {}
 for _, channel in ipairs(added) do changes[#changes + 1] = '+' .. channel end
 for _, channel in ipairs(removed) do changes[#changes + 1] = '-' .. channel end
+local seq = 0
 if #changes > 0 and ARGV[2] ~= '' then
-  redis.call('PUBLISH', ARGV[2], table.concat(changes, '\n'))
+  seq = redis.call('INCR', KEYS[3])
+  redis.call('PUBLISH', ARGV[2], '#' .. seq .. '\n' .. table.concat(changes, '\n'))
 end
-return {added, removed}
+return {added, removed, seq}

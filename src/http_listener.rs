@@ -1,0 +1,87 @@
+//! The webhook port's accept loop, hardened for the internet.
+//!
+//! axum's own `serve` has no header-read timeout and no connection cap, so a client that sends
+//! half its headers and then nothing holds a socket for ever, and a few thousand of them exhaust
+//! file descriptors and take the gRPC gate down with them. Here every connection is served by
+//! hyper's HTTP/1.1 (all Pusher speaks) with a header-read timeout (which also bounds how long an
+//! idle keep-alive connection may wait for its next request), TCP_NODELAY, and a permit from a
+//! fixed pool: past the cap, new connections are closed at once instead of queueing. The body
+//! read is bounded in the handler (see [`crate::webhook`]). Shutdown stops accepting, lets
+//! requests in flight finish and closes idle connections.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Limits on what a stranger's connection may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// How many connections are served at once.
+    pub max_connections: usize,
+}
+
+/// Serves `router` on `listener` until `shutdown`, then waits for requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut refused_since = None::<Instant>;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(%err, "cannot accept a webhook connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Warn at most once a second; the count is in the log of the next warning's gap.
+            if refused_since.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                tracing::warn!(limit = limits.max_connections, %peer, "webhook connection refused: too many open");
+                refused_since = Some(Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY on a webhook connection");
+        }
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true)
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(router.clone()),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, %peer, "webhook connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}

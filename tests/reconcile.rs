@@ -1,0 +1,302 @@
+//! Reconciliation from Pusher's channel list (`GET /apps/{id}/channels`, served by the stand-in),
+//! against the real binary and a real `redis-server`: the set is repaired at start-up and after
+//! Redis loses it, an event newer than the listing request is never undone, several replicas
+//! share one listing per interval, and every repair is logged without the secret.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use support::{Occupancy, PusherStub, RedisServer, SECRET, now_ms};
+
+const SET: &str = "pusher:channels";
+const TIMES: &str = "{pusher:channels}:times";
+
+fn start(redis: &RedisServer, stub: &PusherStub, interval: &str) -> Occupancy {
+    Occupancy::start(&[
+        "--redis-url".into(),
+        redis.url(),
+        "--pusher-api-url".into(),
+        stub.url(),
+        "--reconcile-interval".into(),
+        interval.into(),
+    ])
+}
+
+async fn sadd_at(redis: &RedisServer, channel: &str, time_ms: u64) {
+    let mut connection = redis.connection().await;
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg(SET)
+        .arg(channel)
+        .cmd("ZADD")
+        .arg(TIMES)
+        .arg(time_ms)
+        .arg(channel)
+        .query_async(&mut connection)
+        .await
+        .expect("SADD/ZADD");
+}
+
+async fn set_is(redis: &RedisServer, expected: &[&str], within: Duration, what: &str) {
+    let mut expected: Vec<String> = expected.iter().map(|c| (*c).to_owned()).collect();
+    expected.sort();
+    let deadline = Instant::now() + within;
+    loop {
+        let members = redis.members(SET).await;
+        if members == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the set is {members:?}, expected {expected:?} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) for a log line containing every one of `parts`, and returns it.
+async fn log_line(service: &Occupancy, parts: &[&str], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(line) = service
+            .log_text()
+            .lines()
+            .find(|line| parts.iter().all(|p| line.contains(p)))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?} within {within:?}; log:\n{}",
+            service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_fills_the_set_from_the_listing_and_logs_the_repair_without_the_secret() {
+    let stub = PusherStub::start().await;
+    let redis = RedisServer::start();
+    sadd_at(&redis, "stale-member", now_ms() - 60_000).await;
+    sadd_at(&redis, "still-live", now_ms() - 60_000).await;
+    stub.set_listing(
+        &["still-live", "private-job-1", "presence-room"],
+        Duration::ZERO,
+    );
+    let service = start(&redis, &stub, "1s");
+    set_is(
+        &redis,
+        &["still-live", "private-job-1", "presence-room"],
+        Duration::from_secs(3),
+        "start-up reconciliation",
+    )
+    .await;
+    let line = log_line(
+        &service,
+        &["reconciled: repaired", "added=2", "removed=1"],
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(line.contains("app=4242"), "names the app: {line}");
+    assert!(
+        line.contains("stale-member") && line.contains("private-job-1"),
+        "names the channels: {line}"
+    );
+    // A round with nothing to repair logs no repair.
+    let listings = stub.listings();
+    support::eventually(Duration::from_secs(4), "a second listing", || async {
+        stub.listings() > listings
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let repairs = service
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("reconciled: repaired"))
+        .count();
+    assert_eq!(repairs, 1, "log:\n{}", service.log_text());
+    let log = service.log_text();
+    assert!(!log.contains(SECRET), "the secret is in the log:\n{log}");
+    assert!(
+        !log.contains("auth_signature"),
+        "a signed URL is in the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_lost_by_redis_is_restored_within_about_one_interval() {
+    let stub = PusherStub::start().await;
+    let mut redis = RedisServer::start();
+    let listed = ["job-1", "job-2", "job-3"];
+    stub.set_listing(&listed, Duration::ZERO);
+    let service = start(&redis, &stub, "1s");
+    set_is(&redis, &listed, Duration::from_secs(3), "start-up").await;
+
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("FLUSHALL");
+    assert!(redis.members(SET).await.is_empty());
+    let flushed = Instant::now();
+    set_is(&redis, &listed, Duration::from_secs(3), "after FLUSHALL").await;
+    eprintln!("restored {:?} after FLUSHALL", flushed.elapsed());
+
+    // A Redis restarted empty (no persistence) on the same port.
+    redis.stop();
+    redis.restart();
+    let restarted = Instant::now();
+    set_is(&redis, &listed, Duration::from_secs(4), "after a restart").await;
+    eprintln!("restored {:?} after a restart", restarted.elapsed());
+    assert_eq!(
+        service
+            .send_webhook(&[("channel_occupied", "job-4")])
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+/// The listing is requested, then (while Pusher takes 1.5 s to answer) X is vacated and Y
+/// occupied; the listing, made before those events, still lists X and not Y. Neither event may be
+/// undone. W (listed, missing) is added and Z (old, not listed) removed, so the round did run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_newer_than_the_listing_request_wins() {
+    let stub = PusherStub::start().await;
+    let redis = RedisServer::start();
+    let old = now_ms() - 60_000;
+    sadd_at(&redis, "x", old).await;
+    sadd_at(&redis, "z", old).await;
+    stub.set_listing(&["x", "w"], Duration::from_millis(1500));
+    // A long interval: the start-up round is the only one.
+    let service = start(&redis, &stub, "1h");
+    support::eventually(Duration::from_secs(5), "the listing request", || async {
+        stub.listings() >= 1
+    })
+    .await;
+    let sent = Instant::now();
+    let (status, body) = service
+        .send_webhook_at(
+            now_ms(),
+            &[("channel_vacated", "x"), ("channel_occupied", "y")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["vacated"].as_u64(), body["occupied"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_millis(1000),
+        "the webhook must land while the listing is in flight; took {:?}",
+        sent.elapsed()
+    );
+    let line = log_line(&service, &["reconciled"], Duration::from_secs(5)).await;
+    assert_eq!(
+        redis.members(SET).await,
+        ["w", "y"],
+        "x vacated and y occupied after the request stand; log line: {line}"
+    );
+    assert!(
+        line.contains("added=1") && line.contains("removed=1"),
+        "{line}"
+    );
+    assert_eq!(stub.listings(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_list_about_once_per_interval_not_each() {
+    let stub = PusherStub::start().await;
+    let redis = RedisServer::start();
+    stub.set_listing(&["a"], Duration::ZERO);
+    let one = start(&redis, &stub, "1s");
+    let two = start(&redis, &stub, "1s");
+    set_is(&redis, &["a"], Duration::from_secs(3), "start-up").await;
+    let before = stub.listings();
+    let window = Duration::from_millis(3500);
+    tokio::time::sleep(window).await;
+    let listed = stub.listings() - before;
+    eprintln!("{listed} listings in {window:?}");
+    // One lister per interval gives 3 or 4 in 3.5 s; both listing every interval gives 7.
+    assert!(
+        (2..=5).contains(&listed),
+        "{listed} listings in {window:?} by two replicas with --reconcile-interval 1s"
+    );
+    let skipped = [&one, &two]
+        .iter()
+        .map(|s| {
+            s.log_text()
+                .lines()
+                .filter(|l| l.contains("another replica reconciles"))
+                .count()
+        })
+        .sum::<usize>();
+    assert!(
+        skipped >= 2,
+        "replicas skipped {skipped} rounds for the lock"
+    );
+}
+
+/// The same race on the in-memory store, seen through IsOccupied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_newer_than_the_listing_request_wins_in_memory_too() {
+    use occupancy::proto::IsOccupiedRequest;
+    use occupancy::proto::occupancy_client::OccupancyClient;
+
+    let stub = PusherStub::start().await;
+    stub.set_listing(&["x", "w"], Duration::from_millis(1500));
+    let service = Occupancy::start(&[
+        "--pusher-api-url".into(),
+        stub.url(),
+        "--reconcile-interval".into(),
+        "1h".into(),
+    ]);
+    support::eventually(Duration::from_secs(5), "the listing request", || async {
+        stub.listings() >= 1
+    })
+    .await;
+    let sent = Instant::now();
+    // Known before the listing was made: x and z occupied a minute ago.
+    let (status, body) = service
+        .send_webhook_at(
+            now_ms() - 60_000,
+            &[("channel_occupied", "x"), ("channel_occupied", "z")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // After the request: x vacated, y occupied.
+    let (status, body) = service
+        .send_webhook_at(
+            now_ms(),
+            &[("channel_vacated", "x"), ("channel_occupied", "y")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        sent.elapsed() < Duration::from_millis(1000),
+        "the webhooks must land while the listing is in flight; took {:?}",
+        sent.elapsed()
+    );
+    let line = log_line(&service, &["reconciled"], Duration::from_secs(5)).await;
+    let gate = OccupancyClient::new(service.channel().await);
+    for (channel, expected) in [("w", true), ("x", false), ("y", true), ("z", false)] {
+        let occupied = gate
+            .clone()
+            .is_occupied(IsOccupiedRequest {
+                channel: channel.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("IsOccupied")
+            .into_inner()
+            .occupied;
+        assert_eq!(occupied, expected, "{channel}; log line: {line}");
+    }
+    assert!(
+        line.contains("added=1") && line.contains("removed=1"),
+        "{line}"
+    );
+}
