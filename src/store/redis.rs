@@ -487,6 +487,19 @@ impl RedisStore {
 const OWN_WRITE_WAIT: Duration = Duration::from_millis(200);
 
 impl RedisStore {
+    /// The apply script with this app's keys, the retention and the feed to publish on (empty:
+    /// publish nothing), ready for events.
+    fn apply_invocation(&self, feed: &str) -> redis::ScriptInvocation<'static> {
+        let mut invocation = apply_script().prepare_invoke();
+        invocation
+            .key(&self.keys.set)
+            .key(&self.keys.times)
+            .key(&self.keys.seq)
+            .arg(self.retention_ms)
+            .arg(feed);
+        invocation
+    }
+
     /// Waits until this replica's copy has caught up with change `seq`, so whoever made the
     /// change (a webhook's sender) reads it back at once. The copy is written only by the feed,
     /// in Redis's order: applying our own change to it directly could land after a newer change
@@ -529,13 +542,7 @@ impl OccupancyStore for RedisStore {
     }
 
     async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
-        let mut invocation = apply_script().prepare_invoke();
-        invocation
-            .key(&self.keys.set)
-            .key(&self.keys.times)
-            .key(&self.keys.seq)
-            .arg(self.retention_ms)
-            .arg(&self.keys.feed);
+        let mut invocation = self.apply_invocation(&self.keys.feed);
         for event in events {
             invocation
                 .arg(match event.occupancy {
@@ -648,13 +655,7 @@ impl OccupancyStore for RedisStore {
     /// An empty run of the apply script: proves Redis answers, has the script and takes writes
     /// (a replica answers `READONLY`), and prunes old timestamps on the way.
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut invocation = apply_script().prepare_invoke();
-        invocation
-            .key(&self.keys.set)
-            .key(&self.keys.times)
-            .key(&self.keys.seq)
-            .arg(self.retention_ms)
-            .arg("");
+        let invocation = self.apply_invocation("");
         let _: Vec<u64> = self
             .backend
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
