@@ -37,10 +37,19 @@ pub struct Cli {
     #[arg(long, env = "OCCUPANCY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
-    /// Redis URL (redis://[:password@]host:port/db). Without it, state is kept in memory,
-    /// local to this one process and lost on exit.
+    /// Redis URL. One Redis: redis://[[user]:password@]host:port[/db] (rediss:// for TLS).
+    /// Sentinel: redis+sentinel://[[user]:password@]sentinel1:port1,sentinel2:port2/MASTER_NAME[/db]
+    /// [?sentinel_password=...] (the password is the data node's; rediss+sentinel:// for TLS).
+    /// Cluster: redis+cluster://[[user]:password@]node1:port1,node2:port2,... (rediss+cluster://
+    /// for TLS). Percent-encode reserved characters in passwords. Without it, state is kept in
+    /// memory, local to this one process and lost on exit.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// PEM file of the CA certificates to trust for TLS to Redis (rediss:// URLs, sentinels and
+    /// cluster nodes included), for a Redis whose certificate a private CA signed.
+    #[arg(long, env = "OCCUPANCY_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
 
     /// Redis key of the set of occupied channels (single app). Encoders can read it with
     /// SISMEMBER.
@@ -208,6 +217,8 @@ pub enum StoreChoice {
         url: String,
         /// Connect and answer timeout.
         timeout: Duration,
+        /// PEM CA certificates to trust for TLS to Redis.
+        ca: Option<Vec<u8>>,
     },
 }
 
@@ -278,20 +289,22 @@ impl Cli {
         };
         let store = match self.redis_url {
             Some(url) if !url.trim().is_empty() => {
+                let ca = self
+                    .redis_ca
+                    .as_deref()
+                    .map(|ca| read_pem(ca, "--redis-ca / OCCUPANCY_REDIS_CA", "CERTIFICATE"))
+                    .transpose()?;
                 // Checked here so a bad URL stops start-up like every other bad option. The
-                // redis crate's message is only its category: the URL may hold a password.
-                redis::Client::open(url.as_str()).map_err(|e| {
-                    invalid(
-                        "--redis-url / REDIS_URL",
-                        format!("not a usable Redis URL ({})", e.category()),
-                    )
-                })?;
+                // message never quotes the URL: it may hold a password.
+                crate::store::check_redis_url(&url, ca.as_deref())
+                    .map_err(|e| invalid("--redis-url / REDIS_URL", e.to_string()))?;
                 StoreChoice::Redis {
                     url,
                     timeout: positive(
                         self.redis_timeout,
                         "--redis-timeout / OCCUPANCY_REDIS_TIMEOUT",
                     )?,
+                    ca,
                 }
             }
             _ => StoreChoice::Memory,

@@ -28,7 +28,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(), // --help, --version
         Err(err) => {
-            eprintln!("occupancy: {} (see --help)", one_line(&err.to_string()));
+            eprintln!(
+                "occupancy: {} (see --help)",
+                occupancy::tools::one_line(&err.to_string())
+            );
             return ExitCode::from(2);
         }
     };
@@ -57,19 +60,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// clap's message without its usage block, folded onto one line so it reads well in a log.
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches("error: ")
-        .to_owned()
-}
-
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -89,8 +79,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let retention = config.retention;
             run_with(config, |_, _| MemoryStore::new(retention)).await
         }
-        StoreChoice::Redis { url, timeout } => {
-            let backend = RedisBackend::new(&RedisStoreConfig { url, timeout })
+        StoreChoice::Redis { url, timeout, ca } => {
+            let backend = RedisBackend::new(&RedisStoreConfig { url, timeout, ca })
                 .context("--redis-url / REDIS_URL")?;
             tracing::info!(store = %backend.describe(), "using Redis");
             let retention = config.retention;

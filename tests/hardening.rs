@@ -189,3 +189,18 @@ async fn a_redirect_from_pusher_is_not_followed() {
         "the signed request was re-sent elsewhere"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_grpc_request_is_refused_and_the_gate_answers() {
+    let gate = Occupancy::start(&[]);
+    let status = OccupancyClient::new(gate.channel().await)
+        .is_occupied(IsOccupiedRequest {
+            channel: "x".repeat(occupancy::server::GRPC_MAX_MESSAGE_BYTES + 1),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a request over the limit");
+    // tonic answers a message over the decoding limit with OUT_OF_RANGE.
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    gate_answers(&gate).await;
+}

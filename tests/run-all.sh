@@ -13,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PI
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 # --- Debian packages, in one apt transaction ---------------------------------------------
-debs=(redis-server ruby ruby-grpc ruby-google-protobuf ruby-grpc-tools protobuf-compiler
+debs=(redis-server redis-tools redis-sentinel ruby ruby-grpc ruby-google-protobuf ruby-grpc-tools protobuf-compiler
       protobuf-compiler-grpc rake)
 missing=()
 for p in "${debs[@]}"; do

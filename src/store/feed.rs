@@ -6,6 +6,11 @@
 //! order. After any break in the feed the whole set is read again (subscribe first, then
 //! `SMEMBERS`, so nothing published in between is lost), and watchers are told to resynchronise.
 //!
+//! The feed is followed on the node the store's connection goes to, which after a sentinel
+//! failover is the new primary. In a Redis Cluster any node will do, since a classic `PUBLISH`
+//! (scripts included) is broadcast to every node: the configured nodes are used in turn, so a
+//! dead node is left behind on the next attempt.
+//!
 //! Staleness is bounded: each replica publishes a heartbeat every [`HEARTBEAT`]; the copy is
 //! used only while something was heard on the feed within [`STALENESS_BOUND`]. Past that (a
 //! subscriber stuck behind a dead socket, a killed pub/sub client) reads go to Redis until the
@@ -170,6 +175,8 @@ enum FeedError {
     Subscribe(#[source] redis::RedisError),
     #[error("subscribing timed out")]
     SubscribeTimeout,
+    #[error("cannot reach a node to follow the feed on")]
+    Connect(#[source] super::StoreError),
     #[error("cannot reload the set")]
     Reload(#[source] super::StoreError),
     #[error("the subscription closed")]
@@ -213,10 +220,19 @@ async fn follow(
         std::future::pending::<()>().await;
         return Ok(());
     };
-    let pubsub = tokio::time::timeout(backend.timeout(), backend.client().get_async_pubsub())
-        .await
-        .map_err(|_| FeedError::SubscribeTimeout)?
-        .map_err(FeedError::Subscribe)?;
+    // The current primary (a failover moves it), or the next node of a cluster.
+    let (node, client) = backend.feed_node().await.map_err(FeedError::Connect)?;
+    let pubsub = match tokio::time::timeout(backend.timeout(), client.get_async_pubsub()).await {
+        Ok(Ok(pubsub)) => pubsub,
+        Ok(Err(err)) => {
+            backend.note_failure(&err);
+            return Err(FeedError::Subscribe(err));
+        }
+        Err(_) => {
+            backend.note_failure(&super::connect::timed_out());
+            return Err(FeedError::SubscribeTimeout);
+        }
+    };
     let (mut sink, mut stream) = pubsub.split();
     let names: Vec<&str> = caches.iter().map(|(name, _)| name.as_str()).collect();
     tokio::time::timeout(backend.timeout(), sink.subscribe(&names))
@@ -236,6 +252,7 @@ async fn follow(
     if !*was_up {
         tracing::info!(
             apps = caches.len(),
+            node = %node,
             "following the change feed: answering from memory"
         );
     }

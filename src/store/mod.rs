@@ -11,6 +11,7 @@
 //! [`OccupancyStore`] is one app's view of a backend. The Redis store used in production and the
 //! in-memory store used on a bare machine are interchangeable and pass the same tests.
 
+mod connect;
 mod feed;
 mod memory;
 mod redis;
@@ -20,7 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use self::feed::{HEARTBEAT, STALENESS_BOUND};
 pub use self::memory::MemoryStore;
-pub use self::redis::{BadRedisUrl, RedisBackend, RedisStore, RedisStoreConfig, StoreKeys};
+pub use self::redis::{
+    BadRedisUrl, RedisBackend, RedisStore, RedisStoreConfig, StoreKeys, check_redis_url,
+};
 use crate::channel::ChannelName;
 
 /// What a webhook said happened to a channel.

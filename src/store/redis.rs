@@ -5,54 +5,85 @@
 //! per-channel timestamps (`{<set key>}:times`, sharing the set key's hash slot so the script
 //! runs on one slot of a Redis Cluster too) and changes the set in the same atomic step.
 //!
-//! One [`ConnectionManager`] multiplexes every request. It reconnects by itself after errors it
-//! deems fatal, but not after timeouts (a Redis that died without a reset) or `READONLY` (a
-//! primary demoted by a failover), so [`RedisBackend`] rebuilds it after consecutive timeouts and
-//! on `READONLY`. It is created lazily, so the service starts (and reports `NOT_SERVING`) while
-//! Redis is still down, and short timeouts make an outage answer quickly.
+//! [`RedisBackend`] holds one connection that multiplexes every request: a
+//! [`redis::aio::ConnectionManager`] to one Redis or to the primary the sentinels name, or a
+//! cluster connection (see [`super::connect`] for the URL syntaxes). The manager reconnects by
+//! itself after errors it deems fatal, but not after timeouts (a Redis that died without a
+//! reset) or `READONLY` (a primary demoted by a failover), and it always reconnects to the same
+//! address; so the backend replaces the connection after consecutive failures and on
+//! `READONLY`, asking the sentinels again when they are used, which is how a failover is
+//! followed. Nothing connects before the first request, so the service starts (and reports
+//! `NOT_SERVING`) while Redis is still down, and short timeouts make an outage answer quickly.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+pub use super::connect::BadRedisUrl;
+use super::connect::{Link, Target};
 use super::feed::{AppCache, Freshness};
-use super::{Applied, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError};
+use super::{Applied, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError, now_ms};
 use crate::channel::ChannelName;
 use crate::metrics::{count, metrics, observe};
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisStoreConfig {
-    /// A `redis://` or `rediss://` URL. May hold a password: never log it whole (see
+    /// A URL of one of the kinds in [`super::connect`]: `redis[s]://`, `redis[s]+sentinel://`
+    /// or `redis[s]+cluster://`. May hold a password: never log it whole (see
     /// [`RedisBackend::describe`]).
     pub url: String,
     /// Limit on connecting and on each command's answer; an outage is reported after this long.
     pub timeout: Duration,
+    /// PEM certificates of a private CA to trust for TLS connections (`--redis-ca`), instead of
+    /// the public web roots.
+    pub ca: Option<Vec<u8>>,
 }
 
-/// After this many timeouts in a row the connection is presumed dead (a Redis gone without a
-/// reset keeps a socket open for minutes) and is rebuilt.
-const TIMEOUTS_BEFORE_REBUILD: u32 = 2;
+/// Checks a `--redis-url` (and the CA to trust with it) without connecting, so a bad one stops
+/// start-up like every other bad option. The error never quotes the URL.
+pub fn check_redis_url(url: &str, ca: Option<&[u8]>) -> Result<(), BadRedisUrl> {
+    Target::parse(url, ca, Duration::from_secs(1)).map(|_| ())
+}
+
+/// After this many connection failures in a row (timeouts, refusals, drops) the connection is
+/// presumed dead, or pointing at a node that is no longer the primary, and is replaced. A Redis
+/// gone without a reset keeps a socket open for minutes; a sentinel-managed primary that died
+/// must be looked up again.
+const FAILURES_BEFORE_REBUILD: u32 = 2;
+
+/// After a failed attempt to connect (a lookup that found no primary yet, a cluster that does not
+/// answer), requests fail at once for this long instead of each trying again.
+const CONNECT_HOLDOFF: Duration = Duration::from_millis(100);
 
 struct Shared {
-    client: redis::Client,
+    target: Target,
     config: ConnectionManagerConfig,
-    current: RwLock<ConnectionManager>,
-    timeouts: AtomicU32,
-    target: String,
+    /// The connection in use; `None` until the first request, and after it was found dead.
+    current: RwLock<Option<Link>>,
+    /// The node the current connection goes to (the primary the sentinels named), on which the
+    /// pub/sub feed is followed; `None` for a cluster, whose feed rotates over its nodes.
+    node: RwLock<Option<redis::Client>>,
+    /// One connection attempt at a time: the others wait for its result.
+    connecting: tokio::sync::Mutex<()>,
+    /// When the last attempt to connect failed (ms since the epoch), 0 if it did not.
+    failed_connect_at_ms: AtomicU64,
+    failures: AtomicU32,
+    target_name: String,
     timeout: Duration,
     /// Each app's feed channel, local copy and set key.
     feeds: RwLock<Vec<(String, Arc<AppCache>, String)>>,
     freshness: Freshness,
 }
 
-/// One Redis, shared by the stores of every app. Cloning shares the connection.
+/// One Redis deployment (a single Redis, a sentinel-managed primary or a cluster), shared by the
+/// stores of every app. Cloning shares the connection.
 #[derive(Clone)]
 pub struct RedisBackend {
     shared: Arc<Shared>,
@@ -61,28 +92,16 @@ pub struct RedisBackend {
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("target", &self.shared.target)
+            .field("target", &self.shared.target_name)
             .finish_non_exhaustive()
     }
-}
-
-/// Why a Redis URL cannot be used at all. Only the category is kept: the URL may hold a password.
-#[derive(Debug, thiserror::Error)]
-#[error("not a usable Redis URL ({category})")]
-pub struct BadRedisUrl {
-    category: String,
 }
 
 impl RedisBackend {
     /// Prepares the connection without making it, so a Redis that is down at start-up delays
     /// nothing; the first command connects. Fails only for a URL that cannot be used at all.
     pub fn new(config: &RedisStoreConfig) -> Result<Self, BadRedisUrl> {
-        let bad = |e: RedisError| BadRedisUrl {
-            category: e.category().to_owned(),
-        };
-        let client = redis::Client::open(config.url.as_str()).map_err(bad)?;
-        // The address alone: the URL may carry a password.
-        let target = client.get_connection_info().addr().to_string();
+        let target = Target::parse(&config.url, config.ca.as_deref(), config.timeout)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -91,16 +110,16 @@ impl RedisBackend {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(200));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                .map_err(bad)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                client,
-                config: manager_config,
-                current: RwLock::new(connection),
-                timeouts: AtomicU32::new(0),
+                target_name: target.describe(),
                 target,
+                config: manager_config,
+                current: RwLock::new(None),
+                node: RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                failed_connect_at_ms: AtomicU64::new(0),
+                failures: AtomicU32::new(0),
                 timeout: config.timeout,
                 feeds: RwLock::default(),
                 freshness: Freshness::default(),
@@ -108,14 +127,22 @@ impl RedisBackend {
         })
     }
 
-    /// Where this backend points, safe to log: host and port, never credentials.
+    /// Where this backend points, safe to log: addresses, never credentials.
     pub fn describe(&self) -> String {
-        format!("redis at {}", self.shared.target)
+        self.shared.target_name.clone()
     }
 
     /// The store of one app's set, under `keys`, with a local copy that [`Self::run_feed`]
     /// keeps current.
     pub fn store(&self, keys: StoreKeys, retention: Duration) -> RedisStore {
+        if self.shared.target.is_cluster() && !keys.share_a_slot() {
+            tracing::error!(
+                set = %keys.set,
+                "this set key holds a `}}` but no hash tag, so its bookkeeping keys cannot share \
+                 its cluster slot and every update will fail (CROSSSLOT): give it a tag, e.g. \
+                 `pusher:{{app}}:channels`"
+            );
+        }
         let cache = Arc::new(AppCache::default());
         self.shared
             .feeds
@@ -143,8 +170,27 @@ impl RedisBackend {
         self.shared.freshness.is_fresh()
     }
 
-    pub(super) fn client(&self) -> &redis::Client {
-        &self.shared.client
+    /// The node to follow the pub/sub feed on, and its address for the log: the current
+    /// primary (connecting first, which asks the sentinels when they are used), or for a
+    /// cluster the next of its configured nodes (any node hears every `PUBLISH`).
+    pub(super) async fn feed_node(&self) -> Result<(String, redis::Client), StoreError> {
+        if let Some(node) = self.shared.target.next_feed_node() {
+            return Ok(node);
+        }
+        self.link().await.map_err(StoreError::Unavailable)?;
+        self.shared
+            .node
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .map(|client| (client.get_connection_info().addr().to_string(), client))
+            .ok_or(StoreError::Unexpected("a connection without a node"))
+    }
+
+    /// Counts a failure met outside [`Self::run`] (the feed's subscription), so a dead primary
+    /// seen there also leads to asking the sentinels again.
+    pub(super) fn note_failure(&self, err: &RedisError) {
+        self.failed(err);
     }
 
     pub(super) fn timeout(&self) -> Duration {
@@ -196,7 +242,55 @@ impl RedisBackend {
         }
     }
 
-    fn connection(&self) -> ConnectionManager {
+    /// The connection in use, made first if there is none. Only one task connects at a time;
+    /// after a failed attempt, requests fail at once for [`CONNECT_HOLDOFF`].
+    async fn link(&self) -> Result<Link, RedisError> {
+        if let Some(link) = self.current_link() {
+            return Ok(link);
+        }
+        let _connecting = self.shared.connecting.lock().await;
+        if let Some(link) = self.current_link() {
+            return Ok(link);
+        }
+        let failed_at = self.shared.failed_connect_at_ms.load(Ordering::Acquire);
+        if failed_at != 0 && now_ms().saturating_sub(failed_at) < CONNECT_HOLDOFF.as_millis() as u64
+        {
+            return Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the last attempt to connect failed moments ago",
+            )));
+        }
+        match self
+            .shared
+            .target
+            .connect(&self.shared.config, self.shared.timeout)
+            .await
+        {
+            Ok((link, node)) => {
+                self.shared.failed_connect_at_ms.store(0, Ordering::Release);
+                *self
+                    .shared
+                    .node
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = node;
+                *self
+                    .shared
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
+                Ok(link)
+            }
+            Err(err) => {
+                self.shared
+                    .failed_connect_at_ms
+                    .store(now_ms().max(1), Ordering::Release);
+                tracing::debug!(error = %err, store = %self.shared.target_name, "cannot connect to Redis");
+                Err(err)
+            }
+        }
+    }
+
+    fn current_link(&self) -> Option<Link> {
         self.shared
             .current
             .read()
@@ -204,35 +298,30 @@ impl RedisBackend {
             .clone()
     }
 
-    /// Runs one request, rebuilding the connection when its failure shows the old one is stuck,
-    /// and sorts any error into "retry later" and "needs an operator".
+    /// Runs one request, replacing the connection when its failure shows the old one is stuck
+    /// or points at a demoted primary, and sorts any error into "retry later" and "needs an
+    /// operator".
     async fn run<T, F, Fut>(&self, request: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Link) -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
         let started = std::time::Instant::now();
-        let result = request(self.connection()).await;
+        // A failure to connect at all is always "retry later", whatever the sentinels said.
+        let result = match self.link().await {
+            Ok(link) => request(link).await.map_err(|err| {
+                self.failed(&err);
+                classify(err)
+            }),
+            Err(err) => Err(StoreError::Unavailable(err)),
+        };
         observe(&metrics().store_duration, &[], started.elapsed());
         match result {
             Ok(value) => {
-                self.shared.timeouts.store(0, Ordering::Relaxed);
+                self.shared.failures.store(0, Ordering::Relaxed);
                 Ok(value)
             }
             Err(err) => {
-                if is_read_only(&err) {
-                    tracing::warn!(
-                        "Redis answered READONLY (a replica, after a failover?): reconnecting"
-                    );
-                    self.rebuild();
-                } else if err.is_timeout() {
-                    let count = self.shared.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count >= TIMEOUTS_BEFORE_REBUILD {
-                        tracing::warn!(timeouts = count, "Redis keeps timing out: reconnecting");
-                        self.rebuild();
-                    }
-                }
-                let err = classify(err);
                 let kind = match err {
                     StoreError::Unavailable(_) => "unavailable",
                     _ => "failed",
@@ -243,23 +332,43 @@ impl RedisBackend {
         }
     }
 
-    fn rebuild(&self) {
-        self.shared.timeouts.store(0, Ordering::Relaxed);
-        match ConnectionManager::new_lazy_with_config(
-            self.shared.client.clone(),
-            self.shared.config.clone(),
-        ) {
-            Ok(fresh) => {
-                *self
-                    .shared
-                    .current
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = fresh;
-            }
-            Err(err) => {
-                tracing::error!(error = %err.category(), "cannot rebuild the Redis connection")
+    /// Replaces the connection after `READONLY` (a primary demoted by a failover), and after
+    /// [`FAILURES_BEFORE_REBUILD`] connection failures in a row: timeouts always (a dead socket),
+    /// refusals and drops too when the target can be looked up again (sentinels, a cluster).
+    fn failed(&self, err: &RedisError) {
+        if is_read_only(err) {
+            tracing::warn!(
+                store = %self.shared.target_name,
+                "Redis answered READONLY (a replica, after a failover?): reconnecting"
+            );
+            self.forget_connection();
+            return;
+        }
+        let counts = err.is_timeout()
+            || (self.shared.target.rediscovers()
+                && (err.is_io_error()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal()));
+        if counts {
+            let count = self.shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if count >= FAILURES_BEFORE_REBUILD {
+                if err.is_timeout() {
+                    tracing::warn!(failures = count, store = %self.shared.target_name, "Redis keeps timing out: reconnecting");
+                } else {
+                    tracing::warn!(failures = count, store = %self.shared.target_name, "Redis keeps failing: reconnecting");
+                }
+                self.forget_connection();
             }
         }
+    }
+
+    fn forget_connection(&self) {
+        self.shared.failures.store(0, Ordering::Relaxed);
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -280,9 +389,18 @@ pub struct StoreKeys {
 
 impl StoreKeys {
     /// The keys for a set under `set`. The others share its hash slot: they use its hash tag if
-    /// it has one, or wrap the whole key in one (`{pusher:channels}:times` hashes exactly like
-    /// `pusher:channels`), so encoders keep reading the set by its plain name, in a Redis Cluster
-    /// too.
+    /// it has one, or wrap the whole key in one, so encoders keep reading the set by its plain
+    /// name, in a Redis Cluster too.
+    ///
+    /// Why the wrapped twin lands in the same slot: Redis Cluster hashes a key's hash tag (the
+    /// text between its first `{` and the first `}` after it, when not empty) or else the whole
+    /// key. `pusher:channels` has no tag, so its whole name is hashed; `{pusher:channels}:times`
+    /// has the tag `pusher:channels`, the same text, hence the same CRC16 and slot (checked here
+    /// against Redis's own example and in `tests/cluster.rs` with `CLUSTER KEYSLOT`). So the apply
+    /// script's two keys are one slot and run on one node, and `SISMEMBER pusher:channels X`
+    /// needs no change. The one set name that cannot be twinned is one holding a `}` but no
+    /// valid tag (`a{}b`, `a}b`): [`Self::share_a_slot`] is false and a cluster refuses the
+    /// script (`CROSSSLOT`), which is logged at start-up.
     pub fn for_set(set: &str) -> Self {
         let tag = match hash_tag(set) {
             Some(_) => set.to_owned(),
@@ -296,6 +414,35 @@ impl StoreKeys {
             seq: format!("{tag}:seq"),
         }
     }
+}
+
+impl StoreKeys {
+    /// Whether the set and its bookkeeping keys hash to one Redis Cluster slot, as the scripts
+    /// need.
+    pub fn share_a_slot(&self) -> bool {
+        let slot = cluster_slot(&self.set);
+        [&self.times, &self.reconcile_lock, &self.feed, &self.seq]
+            .iter()
+            .all(|key| cluster_slot(key) == slot)
+    }
+}
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key, modulo
+/// 16384, as the cluster specification defines it.
+fn cluster_slot(key: &str) -> u16 {
+    let hashed = hash_tag(key).unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 /// The part of a key Redis Cluster hashes, when the key names one (`a{tag}b` -> `tag`).
@@ -340,6 +487,19 @@ impl RedisStore {
 const OWN_WRITE_WAIT: Duration = Duration::from_millis(200);
 
 impl RedisStore {
+    /// The apply script with this app's keys, the retention and the feed to publish on (empty:
+    /// publish nothing), ready for events.
+    fn apply_invocation(&self, feed: &str) -> redis::ScriptInvocation<'static> {
+        let mut invocation = apply_script().prepare_invoke();
+        invocation
+            .key(&self.keys.set)
+            .key(&self.keys.times)
+            .key(&self.keys.seq)
+            .arg(self.retention_ms)
+            .arg(feed);
+        invocation
+    }
+
     /// Waits until this replica's copy has caught up with change `seq`, so whoever made the
     /// change (a webhook's sender) reads it back at once. The copy is written only by the feed,
     /// in Redis's order: applying our own change to it directly could land after a newer change
@@ -382,13 +542,7 @@ impl OccupancyStore for RedisStore {
     }
 
     async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
-        let mut invocation = apply_script().prepare_invoke();
-        invocation
-            .key(&self.keys.set)
-            .key(&self.keys.times)
-            .key(&self.keys.seq)
-            .arg(self.retention_ms)
-            .arg(&self.keys.feed);
+        let mut invocation = self.apply_invocation(&self.keys.feed);
         for event in events {
             invocation
                 .arg(match event.occupancy {
@@ -501,13 +655,7 @@ impl OccupancyStore for RedisStore {
     /// An empty run of the apply script: proves Redis answers, has the script and takes writes
     /// (a replica answers `READONLY`), and prunes old timestamps on the way.
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut invocation = apply_script().prepare_invoke();
-        invocation
-            .key(&self.keys.set)
-            .key(&self.keys.times)
-            .key(&self.keys.seq)
-            .arg(self.retention_ms)
-            .arg("");
+        let invocation = self.apply_invocation("");
         let _: Vec<u64> = self
             .backend
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
@@ -558,5 +706,23 @@ mod tests {
         let tagged = StoreKeys::for_set("pusher:{42}:channels");
         assert_eq!(tagged.times, "pusher:{42}:channels:times");
         assert_eq!(hash_tag("a{}b"), None);
+    }
+
+    #[test]
+    fn the_plain_set_key_hashes_like_its_tagged_twin() {
+        // The cluster specification's example: `CLUSTER KEYSLOT foo` is 12182.
+        assert_eq!(cluster_slot("foo"), 12182);
+        assert_eq!(cluster_slot("{foo}:times"), 12182);
+        assert_eq!(
+            cluster_slot("{user1000}.following"),
+            cluster_slot("user1000")
+        );
+        for set in ["pusher:channels", "pusher:{42}:channels", "a{b", "x{"] {
+            let keys = StoreKeys::for_set(set);
+            assert!(keys.share_a_slot(), "{set}: {keys:?}");
+        }
+        assert!(!StoreKeys::for_set("a{}b").share_a_slot());
+        assert!(!StoreKeys::for_set("a}b").share_a_slot());
+        assert!(!StoreKeys::for_set("{}").share_a_slot());
     }
 }

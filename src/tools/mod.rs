@@ -188,8 +188,9 @@ fn chain(err: &dyn std::error::Error) -> String {
     line
 }
 
-/// clap's message without its usage block, folded onto one line like the server's own.
-fn one_line(message: &str) -> String {
+/// clap's message without its usage block, folded onto one line so it reads well in a log;
+/// the server's configuration errors and the tools' usage errors both use it.
+pub fn one_line(message: &str) -> String {
     message
         .lines()
         .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
