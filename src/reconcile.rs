@@ -60,7 +60,7 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
     let listed = match app.publisher.channels().await {
         Ok(listed) => listed,
         Err(err) => {
-            tracing::warn!(app = %app.id, error = %err, "reconcile skipped: cannot list channels");
+            tracing::warn!(app = %app.id, error = %crate::pusher::error_chain(&err), "reconcile skipped: cannot list channels");
             return;
         }
     };

@@ -183,7 +183,7 @@ async fn send_held<S: OccupancyStore>(app: &App<S>, key: &Key, held: Held) {
             tracing::debug!(app = %app.id, channel = %key.channel, event = %key.event, "held update sent")
         }
         Err(err) => {
-            tracing::warn!(app = %app.id, channel = %key.channel, event = %key.event, error = %err, "held update could not be sent")
+            tracing::warn!(app = %app.id, channel = %key.channel, event = %key.event, error = %crate::pusher::error_chain(&err), "held update could not be sent")
         }
     }
 }

@@ -160,7 +160,7 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
                 )
                 .await
                 .map_err(|err| {
-                    tracing::warn!(app = %app.id, error = %err, event = %publish.event, channels = now.len(), "publish failed");
+                    tracing::warn!(app = %app.id, error = %crate::pusher::error_chain(&err), event = %publish.event, channels = now.len(), "publish failed");
                     status::publish(err)
                 })?;
         }

@@ -3,4 +3,4 @@
 mod publisher;
 pub mod signing;
 
-pub use self::publisher::{PublishError, Publisher, PublisherConfig, cluster_url};
+pub use self::publisher::{PublishError, Publisher, PublisherConfig, cluster_url, error_chain};

@@ -53,9 +53,10 @@ pub enum PublishError {
     /// The request could not be encoded; nothing was sent, and retrying will not help.
     #[error("cannot encode the Pusher request")]
     Encode(#[source] serde_json::Error),
-    /// Pusher could not be reached at all.
-    #[error("Pusher unreachable: {0}")]
-    Unreachable(String),
+    /// Pusher could not be reached at all. The cause (DNS, TCP, TLS) is kept for the log; the
+    /// caller gets this short, stable message.
+    #[error("Pusher could not be reached")]
+    Unreachable(#[source] reqwest::Error),
 }
 
 /// The body of `POST /apps/{app_id}/events`.
@@ -229,7 +230,8 @@ impl Publisher {
         if err.is_timeout() {
             PublishError::Timeout(self.config.timeout)
         } else {
-            PublishError::Unreachable(error_chain(&err.without_url()))
+            // Without the URL: its query carries the request's signature.
+            PublishError::Unreachable(err.without_url())
         }
     }
 }
@@ -261,9 +263,9 @@ fn unix_seconds() -> u64 {
         .unwrap_or_default()
 }
 
-/// An error and its causes on one line: reqwest's top-level message alone ("error sending
-/// request") hides whether DNS, TCP or TLS failed.
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, for the log: reqwest's top-level message alone ("error
+/// sending request") hides whether DNS, TCP or TLS failed.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

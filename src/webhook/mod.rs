@@ -130,7 +130,7 @@ async fn receive<S: OccupancyStore>(
         }
     };
 
-    let batch = match Batch::parse(&body) {
+    let mut batch = match Batch::parse(&body) {
         Ok(batch) => batch,
         Err(err) => {
             outcome("bad_body");
@@ -138,6 +138,11 @@ async fn receive<S: OccupancyStore>(
             return answer(StatusCode::BAD_REQUEST, &err.to_string());
         }
     };
+
+    let sent_at = batch.time_ms;
+    if batch.bound_future(crate::store::now_ms()) {
+        tracing::warn!(app = %app.id, time_ms = sent_at, bounded_to = batch.time_ms, "webhook stamped in the future: is a clock wrong?");
+    }
 
     let applied = match app.store.apply(&batch.events).await {
         Ok(applied) => applied,

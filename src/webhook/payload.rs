@@ -48,7 +48,27 @@ struct RawEvent {
     channel: Option<serde_json::Value>,
 }
 
+/// How far ahead of this machine's clock a webhook's `time_ms` may be. Pusher's clock and ours
+/// differ by little (its request signing already insists on NTP-grade clocks); a stamp further
+/// ahead than this (a Pusher-compatible server whose clock runs fast) would make every real event
+/// for its channels stale until the real clock caught up, so it is pulled back to this bound.
+pub const MAX_FUTURE_MS: u64 = 60_000;
+
 impl Batch {
+    /// Pulls a `time_ms` too far ahead of `now_ms` back to [`MAX_FUTURE_MS`] ahead, so a fast
+    /// clock can pin a channel for at most that long. True when it did.
+    pub fn bound_future(&mut self, now_ms: u64) -> bool {
+        let limit = now_ms.saturating_add(MAX_FUTURE_MS);
+        if self.time_ms <= limit {
+            return false;
+        }
+        self.time_ms = limit;
+        for event in &mut self.events {
+            event.time_ms = limit;
+        }
+        true
+    }
+
     /// Parses a verified webhook body.
     pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
         let raw: RawWebhook = serde_json::from_slice(body)?;
@@ -141,6 +161,17 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_stamp_far_in_the_future_is_pulled_back_to_the_bound() {
+        let body =
+            br#"{"time_ms": 10000000, "events": [{"name": "channel_occupied", "channel": "a"}]}"#;
+        let mut batch = Batch::parse(body).expect("a webhook");
+        assert!(!batch.bound_future(10_000_000 - MAX_FUTURE_MS));
+        assert!(batch.bound_future(1_000));
+        assert_eq!(batch.time_ms, 1_000 + MAX_FUTURE_MS);
+        assert_eq!(batch.events[0].time_ms, 1_000 + MAX_FUTURE_MS);
     }
 
     #[test]
