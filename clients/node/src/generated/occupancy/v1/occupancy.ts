@@ -27,8 +27,10 @@ export const protobufFileName = "occupancy/v1/occupancy.proto";
  * Channels channel, and publishes to Pusher only when someone is.
  *
  * The set of occupied channels is kept from Pusher's `channel_occupied` and
- * `channel_vacated` webhooks. Asking costs one store round trip; publishing to
- * a vacant channel costs nothing at all, which is the point of the gate.
+ * `channel_vacated` webhooks. Asking is answered from a copy each gate replica
+ * keeps in memory (one store round trip while that copy is not current);
+ * publishing to a vacant channel costs nothing at all, which is the point of the
+ * gate.
  *
  * Several Pusher apps can be served by one deployment. Every request carries an
  * optional `app_id`: empty means the only configured app.
@@ -53,6 +55,7 @@ export const protobufFileName = "occupancy/v1/occupancy.proto";
  *   FAILED_PRECONDITION Pusher answered 401 or another 4xx: the gate's Pusher
  *                       credentials or configuration are wrong (an operator fix).
  *   INTERNAL            the store answered an error retrying will not fix.
+ *   OUT_OF_RANGE        the request message is over 64 KiB.
  */
 
 export interface IsOccupiedRequest {
