@@ -26,8 +26,9 @@ pub const FAILURES_BEFORE_NOT_SERVING: u32 = 2;
 pub const SERVICE_NAMES: [&str; 2] = ["", crate::proto::occupancy_server::SERVICE_NAME];
 
 /// Pings every app's store every `interval` (with a little jitter, so replicas do not ping in
-/// step) until `shutdown` (the start of a drain: health turns `NOT_SERVING` at once), keeping `reporter` up to date, and notifies `recovered` when the store
-/// answers again after an outage. Starts `NOT_SERVING` so nothing is routed here before the first
+/// step) until `shutdown` (the start of a drain: health turns `NOT_SERVING` at once), keeping
+/// `reporter` and `readiness` up to date, and notifies `recovered` when the store answers again
+/// after an outage. Starts `NOT_SERVING` so nothing is routed here before the first
 /// successful ping.
 pub async fn track_store<S: OccupancyStore>(
     apps: Arc<Apps<S>>,
@@ -51,27 +52,20 @@ pub async fn track_store<S: OccupancyStore>(
         }
         // The store has its own timeouts; this one guards against a ping that never returns.
         let limit = interval.max(Duration::from_secs(1));
-        let outcome = tokio::time::timeout(limit, ping_all(&apps)).await;
-        let next = match outcome {
-            Ok(Ok(())) => {
+        let failure = match tokio::time::timeout(limit, ping_all(&apps)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(format!("store stopped answering ({err:?})")),
+            Err(_) => Some(format!("store pings time out after {limit:?}")),
+        };
+        let next = match failure {
+            None => {
                 failures = 0;
                 ServingStatus::Serving
             }
-            Ok(Err(err)) => {
+            Some(reason) => {
                 failures += 1;
                 if failures == FAILURES_BEFORE_NOT_SERVING {
-                    tracing::warn!(error = ?err, "store stopped answering: health is NOT_SERVING");
-                }
-                if failures >= FAILURES_BEFORE_NOT_SERVING || current == ServingStatus::NotServing {
-                    ServingStatus::NotServing
-                } else {
-                    current
-                }
-            }
-            Err(_) => {
-                failures += 1;
-                if failures == FAILURES_BEFORE_NOT_SERVING {
-                    tracing::warn!(?limit, "store pings time out: health is NOT_SERVING");
+                    tracing::warn!("{reason}: health is NOT_SERVING");
                 }
                 if failures >= FAILURES_BEFORE_NOT_SERVING || current == ServingStatus::NotServing {
                     ServingStatus::NotServing

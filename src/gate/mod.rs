@@ -1,7 +1,7 @@
 //! The gRPC gate: `IsOccupied`, `PublishIfOccupied` and `WatchOccupancy`.
 //!
-//! Each answer costs one store round trip; a publish to vacant channels costs nothing more, which
-//! is the saving the whole service exists for. Occupied channels of one publish share a single
+//! Answers come from the store (from memory where it keeps a current copy); a publish to vacant
+//! channels costs nothing more, which is the saving the whole service exists for. Occupied channels of one publish share a single
 //! Pusher API call.
 
 pub mod coalesce;

@@ -215,7 +215,7 @@ async fn follow(
     backoff: &mut Duration,
 ) -> Result<(), FeedError> {
     let caches = backend.feeds();
-    let Some((heartbeat_channel, _)) = caches.first().cloned() else {
+    let Some((heartbeat_channel, _, _)) = caches.first().cloned() else {
         // No app registered: nothing to follow.
         std::future::pending::<()>().await;
         return Ok(());
@@ -234,18 +234,15 @@ async fn follow(
         }
     };
     let (mut sink, mut stream) = pubsub.split();
-    let names: Vec<&str> = caches.iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> = caches.iter().map(|(name, _, _)| name.as_str()).collect();
     tokio::time::timeout(backend.timeout(), sink.subscribe(&names))
         .await
         .map_err(|_| FeedError::SubscribeTimeout)?
         .map_err(FeedError::Subscribe)?;
     // Subscribed first, then read: a change published in between arrives on the feed too and
     // is applied after the reload, which converges (every line sets a channel absolutely).
-    for (name, cache) in &caches {
-        let members = backend
-            .members_of_feed(name)
-            .await
-            .map_err(FeedError::Reload)?;
+    for (_, cache, set) in &caches {
+        let members = backend.smembers(set).await.map_err(FeedError::Reload)?;
         cache.replace(members);
     }
     backend.freshness().synced();
@@ -270,7 +267,7 @@ async fn follow(
                     continue;
                 }
                 let channel = message.get_channel_name();
-                if let Some((_, cache)) = caches.iter().find(|(name, _)| name == channel) {
+                if let Some((_, cache, _)) = caches.iter().find(|(name, _, _)| name == channel) {
                     cache.apply_message(&payload);
                 }
             }

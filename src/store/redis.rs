@@ -201,27 +201,17 @@ impl RedisBackend {
         &self.shared.freshness
     }
 
-    pub(super) fn feeds(&self) -> Vec<(String, Arc<AppCache>)> {
+    /// Each app's feed channel, local copy and set key.
+    pub(super) fn feeds(&self) -> Vec<(String, Arc<AppCache>, String)> {
         self.shared
             .feeds
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(feed, cache, _)| (feed.clone(), cache.clone()))
-            .collect()
+            .clone()
     }
 
-    /// Every member of the set whose feed is `feed`, read from Redis.
-    pub(super) async fn members_of_feed(&self, feed: &str) -> Result<Vec<String>, StoreError> {
-        let set = self
-            .shared
-            .feeds
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|(f, _, _)| f == feed)
-            .map(|(_, _, set)| set.clone())
-            .ok_or(StoreError::Unexpected("a feed without a set"))?;
+    /// Every member of `set`, read from Redis.
+    pub(super) async fn smembers(&self, set: &str) -> Result<Vec<String>, StoreError> {
         self.run(|mut c| async move { redis::cmd("SMEMBERS").arg(set).query_async(&mut c).await })
             .await
     }
@@ -471,18 +461,6 @@ fn reconcile_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(include_str!("lua/reconcile.lua")))
 }
 
-impl RedisStore {
-    /// This app's keys.
-    pub fn keys(&self) -> &StoreKeys {
-        &self.keys
-    }
-
-    /// The backend this store talks to.
-    pub fn backend(&self) -> &RedisBackend {
-        &self.backend
-    }
-}
-
 /// How long a write waits for the feed to bring it back before answering anyway.
 const OWN_WRITE_WAIT: Duration = Duration::from_millis(200);
 
@@ -623,10 +601,7 @@ impl OccupancyStore for RedisStore {
         if self.backend.answers_from_memory() {
             return Ok(self.cache.members());
         }
-        let key = &self.keys.set;
-        self.backend
-            .run(|mut c| async move { redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await })
-            .await
+        self.backend.smembers(&self.keys.set).await
     }
 
     async fn reconcile(

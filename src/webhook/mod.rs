@@ -71,11 +71,14 @@ async fn receive<S: OccupancyStore>(
     let (parts, body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     // A stranger's request is refused on its headers alone, before its body is read.
-    if let Err(err) = state.keys.find(header("x-pusher-key")) {
-        outcome("bad_key");
-        tracing::warn!(reason = %err, "webhook rejected: bad key");
-        return answer(StatusCode::UNAUTHORIZED, &err.to_string());
-    }
+    let key = match state.keys.find(header("x-pusher-key")) {
+        Ok(key) => key,
+        Err(err) => {
+            outcome("bad_key");
+            tracing::warn!(reason = %err, "webhook rejected: bad key");
+            return answer(StatusCode::UNAUTHORIZED, &err.to_string());
+        }
+    };
     let read = tokio::time::timeout(
         state.body_timeout,
         axum::body::to_bytes(body, state.body_limit),
@@ -111,9 +114,8 @@ async fn receive<S: OccupancyStore>(
         }
     };
 
-    let app = match state
-        .keys
-        .verify(header("x-pusher-key"), header("x-pusher-signature"), &body)
+    let app = match key
+        .verify(header("x-pusher-signature"), &body)
         .map(|index| state.apps.get(index))
     {
         Ok(Some(app)) => app,

@@ -70,25 +70,31 @@ impl WebhookKeys {
     }
 
     /// Accepts `body` only if `signature` is its hex HMAC-SHA256 under the secret of `key`, and
-    /// answers which app the key belongs to. The digest comparison takes the same time wherever
-    /// the first differing byte is.
+    /// answers which app the key belongs to.
     pub fn verify(
         &self,
         key: Option<&str>,
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<usize, SignatureError> {
-        let pair = self.find(key)?;
+        self.find(key)?.verify(signature, body)
+    }
+}
+
+impl WebhookKey {
+    /// Accepts `body` only if `signature` is its hex HMAC-SHA256 under this key's secret, and
+    /// answers which app the key belongs to. The digest comparison takes the same time wherever
+    /// the first differing byte is.
+    pub fn verify(&self, signature: Option<&str>, body: &[u8]) -> Result<usize, SignatureError> {
         let signature = signature.ok_or(SignatureError::MissingSignature)?;
-        let secret = &pair.secret;
         // Pusher sends lowercase hex; accept either case, since the bytes are what count.
         let expected = hex::decode(signature.trim()).map_err(|_| SignatureError::Mismatch)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose_secret().as_bytes())
             .map_err(|_| SignatureError::Mismatch)?;
         mac.update(body);
         mac.verify_slice(&expected)
             .map_err(|_| SignatureError::Mismatch)?;
-        Ok(pair.app)
+        Ok(self.app)
     }
 }
 
