@@ -263,19 +263,6 @@ fn unix_seconds() -> u64 {
         .unwrap_or_default()
 }
 
-/// An error and its causes on one line, for the log: reqwest's top-level message alone ("error
-/// sending request") hides whether DNS, TCP or TLS failed.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn shorten(text: &str) -> String {
     if text.is_empty() {
         return "(no reason given)".to_owned();

@@ -148,7 +148,10 @@ where
     Some(match outcome {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("occupancy {name}: {}", chain(&err));
+            eprintln!(
+                "occupancy {name}: {}",
+                crate::error_chain::error_chain(&err)
+            );
             err.exit_code()
         }
     })
@@ -170,22 +173,6 @@ fn server_command() -> clap::Command {
         None => TOOLS_HELP.to_owned(),
     };
     command.after_help(after)
-}
-
-/// An error and its causes on one line, for a terminal or a log.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // hyper and tonic repeat their cause in their own message at times.
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
 }
 
 /// clap's message without its usage block, folded onto one line so it reads well in a log;
