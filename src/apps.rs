@@ -12,6 +12,7 @@ use reqwest::Url;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::http_url::HttpUrlError;
 use crate::pusher::{Publisher, cluster_url};
 
 /// One Pusher app, checked.
@@ -81,18 +82,10 @@ pub fn check_key(key: &str) -> Result<(), String> {
 /// The API base URL from an explicit URL or a cluster name.
 pub fn api_url(explicit: Option<&str>, cluster: &str) -> Result<Url, String> {
     match explicit {
-        Some(raw) => {
-            let url = Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                return Err("must be an http:// or https:// URL with a host".into());
-            }
-            if !url.username().is_empty() || url.password().is_some() {
-                return Err(
-                    "must not carry credentials: the app key and secret sign requests".into(),
-                );
-            }
-            Ok(url)
-        }
+        Some(raw) => crate::http_url::parse_http_url(raw).map_err(|err| match err {
+            HttpUrlError::Credentials => format!("{err}: the app key and secret sign requests"),
+            other => other.to_string(),
+        }),
         None => {
             let cluster = cluster.trim();
             if cluster.is_empty()

@@ -484,26 +484,14 @@ fn parse_tokens(raw: &str) -> Result<Vec<SecretString>, ConfigError> {
         .collect())
 }
 
-/// Reads a PEM file that must hold a block whose label contains `label`. The error names the
+/// Reads a PEM file that must hold a block whose label contains `label`; the error names the
 /// option and the path, never the content.
 fn read_pem(
     path: &std::path::Path,
     option: &'static str,
     label: &str,
 ) -> Result<Vec<u8>, ConfigError> {
-    let content = std::fs::read(path)
-        .map_err(|e| invalid(option, format!("cannot read {}: {e}", path.display())))?;
-    let text = String::from_utf8_lossy(&content);
-    let has_block = text
-        .lines()
-        .any(|line| line.starts_with("-----BEGIN ") && line.contains(label));
-    if !has_block {
-        return Err(invalid(
-            option,
-            format!("{} holds no PEM {label} block", path.display()),
-        ));
-    }
-    Ok(content)
+    crate::pem_file::read_pem(path, label).map_err(|err| invalid(option, err.to_string()))
 }
 
 #[cfg(test)]

@@ -12,13 +12,17 @@
 pub mod admin;
 pub mod apps;
 pub mod channel;
+pub mod clock;
 pub mod config;
 pub mod error_chain;
 pub mod gate;
 pub mod grpc_auth;
 pub mod health;
+pub mod hmac_hex;
 pub mod http_listener;
+pub mod http_url;
 pub mod metrics;
+pub mod pem_file;
 pub mod proto;
 pub mod pusher;
 pub mod reconcile;

@@ -17,7 +17,7 @@ mod memory;
 mod redis;
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use self::feed::{HEARTBEAT, STALENESS_BOUND};
 pub use self::memory::MemoryStore;
@@ -186,13 +186,7 @@ pub trait OccupancyStore: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Milliseconds since the epoch on this machine's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub use crate::clock::now_ms;
 
 /// The default retention window: well past Pusher's five minutes of retries.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(15 * 60);
