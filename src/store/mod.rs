@@ -146,6 +146,15 @@ pub enum StoreError {
     Unexpected(&'static str),
 }
 
+impl StoreError {
+    /// Whether retrying later can succeed. The one decision behind both answers to a store
+    /// failure: `UNAVAILABLE` on the gate and 503 on webhooks when true (Pusher retries for five
+    /// minutes), `INTERNAL` and 500 when an operator must look.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 /// One app's set of occupied channels.
 ///
 /// Implementations answer every call with at most one round trip to their backend, over
