@@ -161,7 +161,9 @@ where
 /// end of `--help`.
 pub fn parse_server_cli() -> Result<Cli, clap::Error> {
     let mut command = server_command();
-    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    let matches = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .map_err(|err| crate::config::name_env_in_error(&command, err))?;
     Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut command))
 }
 
