@@ -12,6 +12,7 @@ use reqwest::Url;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::http_url::HttpUrlError;
 use crate::pusher::{Publisher, cluster_url};
 
 /// One Pusher app, checked.
@@ -43,17 +44,121 @@ struct AppsFile {
     app: Vec<RawApp>,
 }
 
+/// One app as given, before any check: an `[[app]]` table of the apps file, or the single-app
+/// flags. Both go through [`RawApp::check`], so the two ways of configuring an app cannot
+/// disagree on what is valid.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawApp {
-    id: String,
-    key: String,
-    secret: String,
+pub(crate) struct RawApp {
+    pub(crate) id: String,
+    pub(crate) key: String,
+    pub(crate) secret: String,
     #[serde(default)]
-    extra_keys: Vec<String>,
-    cluster: Option<String>,
-    api_url: Option<String>,
-    redis_key: Option<String>,
+    pub(crate) extra_keys: Vec<String>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) api_url: Option<String>,
+    pub(crate) redis_key: Option<String>,
+}
+
+/// A field of an app, so each way of configuring one can name it its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppField {
+    Id,
+    Key,
+    Secret,
+    ExtraKeys,
+    Cluster,
+    ApiUrl,
+    RedisKey,
+}
+
+impl AppField {
+    /// The field's name in an apps file.
+    pub(crate) fn file_key(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Key => "key",
+            Self::Secret => "secret",
+            Self::ExtraKeys => "extra_keys",
+            Self::Cluster => "cluster",
+            Self::ApiUrl => "api_url",
+            Self::RedisKey => "redis_key",
+        }
+    }
+
+    /// The flag and environment variable that set it for a single app.
+    pub(crate) fn flag(self) -> &'static str {
+        match self {
+            Self::Id => "--pusher-app-id / PUSHER_APP_ID",
+            Self::Key => "--pusher-key / PUSHER_KEY",
+            Self::Secret => "--pusher-secret / PUSHER_SECRET",
+            Self::ExtraKeys => "--pusher-extra-keys / PUSHER_EXTRA_KEYS",
+            Self::Cluster => "--pusher-cluster / PUSHER_CLUSTER",
+            Self::ApiUrl => "--pusher-api-url / PUSHER_API_URL",
+            Self::RedisKey => "--redis-key / OCCUPANCY_REDIS_KEY",
+        }
+    }
+}
+
+/// What is wrong with one field of an app; never quotes a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    pub(crate) field: AppField,
+    pub(crate) reason: String,
+}
+
+fn field(field: AppField) -> impl Fn(String) -> FieldError {
+    move |reason| FieldError { field, reason }
+}
+
+impl RawApp {
+    /// The checked app. `several`: whether other apps are served beside it, which changes the
+    /// default set key (`pusher:<id>:channels` rather than `pusher:channels`).
+    pub(crate) fn check(self, several: bool) -> Result<AppConfig, FieldError> {
+        let id = self.id.trim().to_owned();
+        check_app_id(&id).map_err(field(AppField::Id))?;
+        let key = self.key.trim().to_owned();
+        check_key(&key).map_err(field(AppField::Key))?;
+        if self.secret.is_empty() {
+            return Err(field(AppField::Secret)("must not be empty".into()));
+        }
+        let extra_keys = parse_key_pairs(self.extra_keys.iter().map(String::as_str))
+            .map_err(field(AppField::ExtraKeys))?;
+        if self.cluster.is_some() && self.api_url.is_some() {
+            return Err(field(AppField::ApiUrl)(
+                "give cluster or api_url, not both".into(),
+            ));
+        }
+        let api_url = api_url(
+            self.api_url.as_deref(),
+            self.cluster.as_deref().unwrap_or("mt1"),
+        )
+        .map_err(field(if self.api_url.is_some() {
+            AppField::ApiUrl
+        } else {
+            AppField::Cluster
+        }))?;
+        let redis_key = match self.redis_key {
+            Some(k) if k.trim().is_empty() => {
+                return Err(field(AppField::RedisKey)("must not be empty".into()));
+            }
+            Some(k) => k,
+            None if several => format!("pusher:{id}:channels"),
+            None => "pusher:channels".to_owned(),
+        };
+        let app = AppConfig {
+            id,
+            key,
+            secret: SecretString::from(self.secret),
+            extra_keys,
+            api_url,
+            redis_key,
+        };
+        // An app's own keys must differ too (its key listed again among its extra keys).
+        check_distinct(std::slice::from_ref(&app))
+            .map_err(|e| field(AppField::ExtraKeys)(e.to_string()))?;
+        Ok(app)
+    }
 }
 
 /// Checks an app id: what Pusher issues, letters, digits, `-` and `_`.
@@ -81,18 +186,10 @@ pub fn check_key(key: &str) -> Result<(), String> {
 /// The API base URL from an explicit URL or a cluster name.
 pub fn api_url(explicit: Option<&str>, cluster: &str) -> Result<Url, String> {
     match explicit {
-        Some(raw) => {
-            let url = Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                return Err("must be an http:// or https:// URL with a host".into());
-            }
-            if !url.username().is_empty() || url.password().is_some() {
-                return Err(
-                    "must not carry credentials: the app key and secret sign requests".into(),
-                );
-            }
-            Ok(url)
-        }
+        Some(raw) => crate::http_url::parse_http_url(raw).map_err(|err| match err {
+            HttpUrlError::Credentials => format!("{err}: the app key and secret sign requests"),
+            other => other.to_string(),
+        }),
         None => {
             let cluster = cluster.trim();
             if cluster.is_empty()
@@ -152,54 +249,13 @@ pub fn load_apps_file(path: &Path) -> Result<Vec<AppConfig>, AppsError> {
         .into_iter()
         .enumerate()
         .map(|(index, raw)| {
-            let place = |field: &str| format!("app {} ({field})", index + 1);
-            let id = raw.id.trim().to_owned();
-            check_app_id(&id).map_err(|e| AppsError(format!("{}: {e}", place("id"))))?;
-            let key = raw.key.trim().to_owned();
-            check_key(&key).map_err(|e| AppsError(format!("{}: {e}", place("key"))))?;
-            if raw.secret.is_empty() {
-                return Err(AppsError(format!("{}: must not be empty", place("secret"))));
-            }
-            let extra_keys = parse_key_pairs(raw.extra_keys.iter().map(String::as_str))
-                .map_err(|e| AppsError(format!("{}: {e}", place("extra_keys"))))?;
-            if raw.cluster.is_some() && raw.api_url.is_some() {
-                return Err(AppsError(format!(
-                    "{}: give cluster or api_url, not both",
-                    place("api_url")
-                )));
-            }
-            let api_url = api_url(
-                raw.api_url.as_deref(),
-                raw.cluster.as_deref().unwrap_or("mt1"),
-            )
-            .map_err(|e| {
+            raw.check(several).map_err(|e| {
                 AppsError(format!(
-                    "{}: {e}",
-                    place(if raw.api_url.is_some() {
-                        "api_url"
-                    } else {
-                        "cluster"
-                    })
+                    "app {} ({}): {}",
+                    index + 1,
+                    e.field.file_key(),
+                    e.reason
                 ))
-            })?;
-            let redis_key = match raw.redis_key {
-                Some(k) if k.trim().is_empty() => {
-                    return Err(AppsError(format!(
-                        "{}: must not be empty",
-                        place("redis_key")
-                    )));
-                }
-                Some(k) => k,
-                None if several => format!("pusher:{id}:channels"),
-                None => "pusher:channels".to_owned(),
-            };
-            Ok(AppConfig {
-                id,
-                key,
-                secret: SecretString::from(raw.secret),
-                extra_keys,
-                api_url,
-                redis_key,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -12,9 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use secrecy::SecretString;
 
-use crate::apps::{
-    AppConfig, api_url, check_app_id, check_distinct, check_key, load_apps_file, parse_key_pairs,
-};
+use crate::apps::{AppConfig, RawApp, load_apps_file};
 use crate::gate::StoreDownPolicy;
 
 /// The command line. Not `Debug`: it holds secrets.
@@ -63,7 +61,7 @@ pub struct Cli {
 
     /// How long per-channel event times are remembered to order webhooks; events older than
     /// this are ignored as stale. Keep it above Pusher's five minutes of retries.
-    #[arg(long, env = "OCCUPANCY_RETENTION", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCCUPANCY_RETENTION", default_value = "15m", value_parser = positive_duration)]
     pub retention: Duration,
 
     /// How often each app's set is repaired from Pusher's list of occupied channels
@@ -73,7 +71,7 @@ pub struct Cli {
     pub reconcile_interval: Duration,
 
     /// Limit on connecting to Redis and on each Redis answer (e.g. 500ms, 2s).
-    #[arg(long, env = "OCCUPANCY_REDIS_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCCUPANCY_REDIS_TIMEOUT", default_value = "500ms", value_parser = positive_duration)]
     pub redis_timeout: Duration,
 
     /// A TOML file with one `[[app]]` table per Pusher app (id, key, secret, extra_keys,
@@ -113,16 +111,16 @@ pub struct Cli {
     pub pusher_api_url: Option<String>,
 
     /// Limit on one Pusher API request, connecting included (e.g. 3s).
-    #[arg(long, env = "OCCUPANCY_PUSHER_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCCUPANCY_PUSHER_TIMEOUT", default_value = "3s", value_parser = positive_duration)]
     pub pusher_timeout: Duration,
 
     /// Largest webhook body accepted, in bytes; larger ones get 413. The default fits a full
     /// batch of 20 events carrying 10 KB of client-event data each.
-    #[arg(long, env = "OCCUPANCY_WEBHOOK_BODY_LIMIT", default_value_t = 512 * 1024)]
+    #[arg(long, env = "OCCUPANCY_WEBHOOK_BODY_LIMIT", default_value_t = 512 * 1024, value_parser = at_least_one)]
     pub webhook_body_limit: usize,
 
     /// How often the store is pinged to drive the gRPC health status (e.g. 1s).
-    #[arg(long, env = "OCCUPANCY_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCCUPANCY_HEALTH_INTERVAL", default_value = "1s", value_parser = positive_duration)]
     pub health_interval: Duration,
 
     /// Address for metrics (GET /metrics) and HTTP probes (/livez, /readyz). Keep it private:
@@ -137,7 +135,7 @@ pub struct Cli {
 
     /// After the listeners stop accepting, the longest wait for requests and streams in flight
     /// before exiting anyway (exit 0).
-    #[arg(long, env = "OCCUPANCY_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCCUPANCY_DRAIN_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub drain_timeout: Duration,
 
     /// What PublishIfOccupied does while the store cannot be asked: `all` publishes to every
@@ -152,15 +150,15 @@ pub struct Cli {
 
     /// How long a webhook client may take to send its request headers; also how long an idle
     /// keep-alive connection is kept.
-    #[arg(long, env = "OCCUPANCY_HTTP_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCCUPANCY_HTTP_HEADER_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub http_header_timeout: Duration,
 
     /// How long a webhook body may take to arrive (408 after that).
-    #[arg(long, env = "OCCUPANCY_HTTP_BODY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCCUPANCY_HTTP_BODY_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub http_body_timeout: Duration,
 
     /// Most webhook connections open at once; more are closed at once.
-    #[arg(long, env = "OCCUPANCY_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(long, env = "OCCUPANCY_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = at_least_one)]
     pub http_max_connections: usize,
 
     /// Extra PEM CA certificates to trust for the Pusher API (a self-hosted Pusher-compatible
@@ -300,21 +298,12 @@ impl Cli {
                     .map_err(|e| invalid("--redis-url / REDIS_URL", e.to_string()))?;
                 StoreChoice::Redis {
                     url,
-                    timeout: positive(
-                        self.redis_timeout,
-                        "--redis-timeout / OCCUPANCY_REDIS_TIMEOUT",
-                    )?,
+                    timeout: self.redis_timeout,
                     ca,
                 }
             }
             _ => StoreChoice::Memory,
         };
-        if self.webhook_body_limit == 0 {
-            return Err(invalid(
-                "--webhook-body-limit / OCCUPANCY_WEBHOOK_BODY_LIMIT",
-                "must be at least 1 byte",
-            ));
-        }
 
         let grpc_tokens = match self.grpc_tokens.as_deref() {
             Some(raw) => parse_tokens(raw)?,
@@ -346,12 +335,6 @@ impl Cli {
             _ => None,
         };
 
-        if self.http_max_connections == 0 {
-            return Err(invalid(
-                "--http-max-connections / OCCUPANCY_HTTP_MAX_CONNECTIONS",
-                "must be at least 1",
-            ));
-        }
         let pusher_ca = self
             .pusher_ca
             .as_deref()
@@ -362,19 +345,10 @@ impl Cli {
             grpc_tokens,
             admin_addr: self.admin_addr,
             drain_delay: self.drain_delay,
-            drain_timeout: positive(
-                self.drain_timeout,
-                "--drain-timeout / OCCUPANCY_DRAIN_TIMEOUT",
-            )?,
+            drain_timeout: self.drain_timeout,
             store_down: self.publish_when_store_down,
-            http_header_timeout: positive(
-                self.http_header_timeout,
-                "--http-header-timeout / OCCUPANCY_HTTP_HEADER_TIMEOUT",
-            )?,
-            http_body_timeout: positive(
-                self.http_body_timeout,
-                "--http-body-timeout / OCCUPANCY_HTTP_BODY_TIMEOUT",
-            )?,
+            http_header_timeout: self.http_header_timeout,
+            http_body_timeout: self.http_body_timeout,
             http_max_connections: self.http_max_connections,
             pusher_ca,
             grpc_tls,
@@ -382,84 +356,86 @@ impl Cli {
             http_addr: self.http_addr,
             store,
             apps,
-            retention: positive(self.retention, "--retention / OCCUPANCY_RETENTION")?,
+            retention: self.retention,
             reconcile_interval: (!self.reconcile_interval.is_zero())
                 .then_some(self.reconcile_interval),
-            pusher_timeout: positive(
-                self.pusher_timeout,
-                "--pusher-timeout / OCCUPANCY_PUSHER_TIMEOUT",
-            )?,
+            pusher_timeout: self.pusher_timeout,
             webhook_body_limit: self.webhook_body_limit,
-            health_interval: positive(
-                self.health_interval,
-                "--health-interval / OCCUPANCY_HEALTH_INTERVAL",
-            )?,
+            health_interval: self.health_interval,
         })
     }
 }
 
 impl Cli {
     /// The one app of the single-app flags.
+    /// The single app of the flags, checked exactly as an `[[app]]` of an apps file is.
     fn single_app(&self) -> Result<AppConfig, ConfigError> {
-        let id = self
-            .pusher_app_id
-            .as_deref()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        check_app_id(&id).map_err(|e| invalid("--pusher-app-id / PUSHER_APP_ID", e))?;
-        let key = self
-            .pusher_key
-            .as_deref()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        check_key(&key).map_err(|e| invalid("--pusher-key / PUSHER_KEY", e))?;
-        let secret = self.pusher_secret.clone().unwrap_or_default();
-        if secret.is_empty() {
-            return Err(invalid(
-                "--pusher-secret / PUSHER_SECRET",
-                "must not be empty",
-            ));
-        }
-        let extra_keys = match self.pusher_extra_keys.as_deref() {
-            Some(raw) => parse_key_pairs(raw.split(','))
-                .map_err(|e| invalid("--pusher-extra-keys / PUSHER_EXTRA_KEYS", e))?,
-            None => Vec::new(),
+        let raw = RawApp {
+            id: self.pusher_app_id.clone().unwrap_or_default(),
+            key: self.pusher_key.clone().unwrap_or_default(),
+            secret: self.pusher_secret.clone().unwrap_or_default(),
+            extra_keys: self
+                .pusher_extra_keys
+                .as_deref()
+                .map(|raw| raw.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            // --pusher-cluster has a default: an explicit --pusher-api-url wins over it.
+            cluster: self
+                .pusher_api_url
+                .is_none()
+                .then(|| self.pusher_cluster.clone()),
+            api_url: self.pusher_api_url.clone(),
+            redis_key: Some(self.redis_key.clone()),
         };
-        let api_url =
-            api_url(self.pusher_api_url.as_deref(), &self.pusher_cluster).map_err(|e| {
-                if self.pusher_api_url.is_some() {
-                    invalid("--pusher-api-url / PUSHER_API_URL", e)
-                } else {
-                    invalid("--pusher-cluster / PUSHER_CLUSTER", e)
-                }
-            })?;
-        if self.redis_key.is_empty() {
-            return Err(invalid(
-                "--redis-key / OCCUPANCY_REDIS_KEY",
-                "must not be empty",
-            ));
-        }
-        let app = AppConfig {
-            id,
-            key,
-            secret: SecretString::from(secret),
-            extra_keys,
-            api_url,
-            redis_key: self.redis_key.clone(),
-        };
-        check_distinct(std::slice::from_ref(&app))
-            .map_err(|e| invalid("--pusher-extra-keys / PUSHER_EXTRA_KEYS", e.to_string()))?;
-        Ok(app)
+        raw.check(false)
+            .map_err(|e| invalid(e.field.flag(), e.reason))
     }
 }
 
-fn positive(duration: Duration, option: &'static str) -> Result<Duration, ConfigError> {
+/// Adds the environment variable to an invalid value's error (`'--retention <RETENTION> /
+/// OCCUPANCY_RETENTION'`): the value may have come from either, and the checks declared on the
+/// flags (their value parsers) know neither.
+pub fn name_env_in_error(command: &clap::Command, mut err: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg).cloned() else {
+        return err;
+    };
+    let long = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("--");
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned());
+    if let Some(env) = env {
+        err.insert(
+            ContextKind::InvalidArg,
+            ContextValue::String(format!("{arg} / {env}")),
+        );
+    }
+    err
+}
+
+/// A duration that must be longer than zero: a zero timeout or interval would fail every
+/// request or spin. Declared on each such flag as its value parser.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if duration.is_zero() {
-        Err(invalid(option, "must be longer than zero"))
+        Err("must be longer than zero".into())
     } else {
         Ok(duration)
+    }
+}
+
+/// A count that must be at least 1 (a limit of zero would refuse everything).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -484,26 +460,14 @@ fn parse_tokens(raw: &str) -> Result<Vec<SecretString>, ConfigError> {
         .collect())
 }
 
-/// Reads a PEM file that must hold a block whose label contains `label`. The error names the
+/// Reads a PEM file that must hold a block whose label contains `label`; the error names the
 /// option and the path, never the content.
 fn read_pem(
     path: &std::path::Path,
     option: &'static str,
     label: &str,
 ) -> Result<Vec<u8>, ConfigError> {
-    let content = std::fs::read(path)
-        .map_err(|e| invalid(option, format!("cannot read {}: {e}", path.display())))?;
-    let text = String::from_utf8_lossy(&content);
-    let has_block = text
-        .lines()
-        .any(|line| line.starts_with("-----BEGIN ") && line.contains(label));
-    if !has_block {
-        return Err(invalid(
-            option,
-            format!("{} holds no PEM {label} block", path.display()),
-        ));
-    }
-    Ok(content)
+    crate::pem_file::read_pem(path, label).map_err(|err| invalid(option, err.to_string()))
 }
 
 #[cfg(test)]
@@ -522,7 +486,18 @@ mod tests {
             "s3cr3t",
         ];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).expect("parses").into_config()
+        let command = <Cli as clap::CommandFactory>::command();
+        let matches =
+            command
+                .clone()
+                .try_get_matches_from(argv)
+                .map_err(|e| ConfigError::Invalid {
+                    option: "flags",
+                    reason: name_env_in_error(&command, e).to_string(),
+                })?;
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .expect("parses")
+            .into_config()
     }
 
     #[test]
@@ -574,6 +549,57 @@ mod tests {
         ] {
             let err = cli(args).err().expect("rejected").to_string();
             assert!(err.contains(option), "{err}");
+        }
+    }
+
+    #[test]
+    fn flags_and_apps_file_refuse_the_same_blank_redis_key() {
+        let err = cli(&["--redis-key", "  "])
+            .err()
+            .expect("rejected")
+            .to_string();
+        assert!(err.contains("--redis-key"), "{err}");
+        assert!(err.contains("must not be empty"), "{err}");
+        let dir = std::env::temp_dir().join(format!("occupancy-blank-key-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nredis_key = \"  \"\n",
+        )
+        .expect("write apps file");
+        let err = crate::apps::load_apps_file(&dir)
+            .err()
+            .expect("rejected")
+            .to_string();
+        let _ = std::fs::remove_file(&dir);
+        assert!(err.contains("redis_key"), "{err}");
+        assert!(err.contains("must not be empty"), "{err}");
+    }
+
+    #[test]
+    fn zero_durations_and_counts_are_refused_by_their_flags() {
+        for (flag, value) in [
+            ("--retention", "0s"),
+            ("--pusher-timeout", "0s"),
+            ("--http-max-connections", "0"),
+            ("--webhook-body-limit", "0"),
+        ] {
+            let argv = [
+                "occupancy",
+                "--pusher-app-id=1",
+                "--pusher-key=k",
+                "--pusher-secret=s",
+                flag,
+                value,
+            ];
+            let err = Cli::try_parse_from(argv)
+                .err()
+                .expect("rejected")
+                .to_string();
+            assert!(err.contains(flag), "{err}");
+            assert!(
+                err.contains("longer than zero") || err.contains("at least 1"),
+                "{err}"
+            );
         }
     }
 }

@@ -1,11 +1,10 @@
-//! Wiring: the gRPC gate, the webhook listener and the admin listener over the same apps, served
-//! until shutdown.
+//! The servers: the gRPC gate, the webhook listener and the admin listener over the same apps,
+//! spawned into the service's task set (see [`crate::service`], which binds the listeners and
+//! owns the tasks).
 //!
-//! The listeners are bound by the caller and handed in, so the binary can report bind errors
-//! clearly and tests can use port 0. Shutdown has two phases ([`Shutdown`]): first health turns
-//! `NOT_SERVING` so balancers stop sending work, then the listeners stop accepting, in-flight
+//! Shutdown has two phases ([`Shutdown`]): first health turns `NOT_SERVING` so balancers stop sending work, then the listeners stop accepting, in-flight
 //! requests finish, watch streams are told to end and held coalesced updates are sent. The
-//! binary bounds the whole drain with `--drain-timeout`.
+//! service bounds the whole drain with `--drain-timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +23,7 @@ use crate::health;
 use crate::http_listener::{self, HttpLimits};
 use crate::proto::occupancy_server::OccupancyServer;
 use crate::reconcile;
+use crate::service::TaskSet;
 use crate::store::OccupancyStore;
 use crate::webhook::{self, WebhookKeys};
 
@@ -94,6 +94,12 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptor sets.
     #[error("reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// An app's Pusher HTTP client could not be built (its TLS roots, say).
+    #[error("cannot set up the Pusher HTTP client")]
+    PusherClient(#[source] reqwest::Error),
+    /// A task panicked; the panic itself is in the log.
+    #[error("a service task panicked")]
+    Panicked,
 }
 
 /// Reflection over every service this server offers, ready to build in either dialect.
@@ -103,44 +109,58 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// Serves gRPC, webhooks and the admin routes until `shutdown.stop`, then drains.
-pub async fn serve<S: OccupancyStore>(
+/// Spawns the gRPC gate, the webhook and admin listeners, health and reconciliation into
+/// `tasks`, all serving until `shutdown.stop`. Returns the coalescer whose held updates the
+/// caller sends once every server has drained.
+pub(crate) fn spawn<S: OccupancyStore>(
     settings: Settings<S>,
     listeners: Listeners,
     shutdown: Shutdown,
-) -> Result<(), ServeError> {
+    tasks: &mut TaskSet,
+) -> Result<Arc<Coalescer>, ServeError> {
     let stop = shutdown.stop.clone();
     // Draining starts with whichever comes first.
     let draining = CancellationToken::new();
     {
         let (draining, early, stop) = (draining.clone(), shutdown.draining, stop.clone());
-        tokio::spawn(async move {
+        tasks.spawn("drain signal", async move {
             tokio::select! {
                 _ = early.cancelled() => {}
                 _ = stop.cancelled() => {}
             }
             draining.cancel();
+            // Ends with the others, not before: the first task to end stops the service.
+            stop.cancelled().await;
+            Ok(())
         });
     }
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness::default();
     let recovered = Arc::new(Notify::new());
-    let health_task = tokio::spawn(health::track_store(
-        settings.apps.clone(),
-        reporter,
-        readiness.clone(),
-        settings.health_interval,
-        recovered.clone(),
-        draining,
-    ));
-    let reconcile_task = settings.reconcile_interval.map(|interval| {
-        tokio::spawn(reconcile::run(
+    {
+        let health = health::track_store(
             settings.apps.clone(),
-            interval,
-            recovered,
-            stop.clone(),
-        ))
-    });
+            reporter,
+            readiness.clone(),
+            settings.health_interval,
+            recovered.clone(),
+            draining,
+        );
+        let stop = stop.clone();
+        tasks.spawn("health", async move {
+            health.await;
+            // Health ends when draining starts; the service is not stopped by that.
+            stop.cancelled().await;
+            Ok(())
+        });
+    }
+    if let Some(interval) = settings.reconcile_interval {
+        let reconcile = reconcile::run(settings.apps.clone(), interval, recovered, stop.clone());
+        tasks.spawn("reconciliation", async move {
+            reconcile.await;
+            Ok(())
+        });
+    }
 
     // v1 for current grpcurl and grpc tools, v1alpha for grpcurl before 1.8.8.
     let reflection_v1 = reflection().build_v1()?;
@@ -176,6 +196,9 @@ pub async fn serve<S: OccupancyStore>(
             move |request| tokens.check(request),
         ))
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    tasks.spawn("gRPC server", async move {
+        grpc_server.await.map_err(ServeError::from)
+    });
 
     let router = webhook::router(
         settings.apps,
@@ -185,25 +208,13 @@ pub async fn serve<S: OccupancyStore>(
     );
     let http_server =
         http_listener::serve(listeners.http, router, settings.http_limits, stop.clone());
+    tasks.spawn("webhook server", async move {
+        http_server.await.map_err(ServeError::from)
+    });
     let admin_server = axum::serve(listeners.admin, admin::router(readiness))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-
-    let result = tokio::try_join!(
-        async { grpc_server.await.map_err(ServeError::from) },
-        async { http_server.await.map_err(ServeError::from) },
-        async { admin_server.await.map_err(ServeError::from) },
-    );
-    // If one server failed, stop the others and the background tasks too.
-    stop.cancel();
-    // Held coalesced updates go out now rather than being lost.
-    coalescer.drain().await;
-    if let Err(err) = health_task.await {
-        tracing::error!(%err, "the health task panicked");
-    }
-    if let Some(task) = reconcile_task
-        && let Err(err) = task.await
-    {
-        tracing::error!(%err, "the reconcile task panicked");
-    }
-    result.map(|_| ())
+        .with_graceful_shutdown(stop.cancelled_owned());
+    tasks.spawn("admin server", async move {
+        admin_server.await.map_err(ServeError::from)
+    });
+    Ok(coalescer)
 }

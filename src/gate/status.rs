@@ -16,9 +16,10 @@ pub fn invalid(err: InvalidField) -> Status {
 /// `UNAVAILABLE` while the store is unreachable (retry later), `INTERNAL` otherwise. The caller
 /// gets the short message; the cause (Redis's own error) goes to the log only.
 pub fn store(app: &str, err: StoreError) -> Status {
-    let code = match err {
-        StoreError::Unavailable(_) => Code::Unavailable,
-        StoreError::Failed(_) | StoreError::Unexpected(_) => Code::Internal,
+    let code = if err.is_transient() {
+        Code::Unavailable
+    } else {
+        Code::Internal
     };
     tracing::warn!(app, error = ?err, "store call failed");
     Status::new(code, err.to_string())

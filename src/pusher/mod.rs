@@ -3,4 +3,5 @@
 mod publisher;
 pub mod signing;
 
-pub use self::publisher::{PublishError, Publisher, PublisherConfig, cluster_url, error_chain};
+pub use self::publisher::{PublishError, Publisher, PublisherConfig, cluster_url};
+pub use crate::error_chain::error_chain;

@@ -4,7 +4,7 @@
 //! farm reuses warm TLS connections instead of paying a handshake per progress tick. Every
 //! request has a timeout, and every failure keeps Pusher's own reason.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
@@ -152,7 +152,7 @@ impl Publisher {
             socket_id,
         })
         .map_err(PublishError::Encode)?;
-        let timestamp = unix_seconds();
+        let timestamp = crate::clock::now_secs();
         let query = signed_query(
             &self.config.key,
             self.config.secret.expose_secret(),
@@ -193,7 +193,7 @@ impl Publisher {
             "GET",
             &self.channels_path,
             b"",
-            unix_seconds(),
+            crate::clock::now_secs(),
         );
         let started = Instant::now();
         let response = self
@@ -254,26 +254,6 @@ fn record(endpoint: &str, started: Instant, response: &Result<reqwest::Response,
         &[("endpoint", endpoint)],
         started.elapsed(),
     );
-}
-
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-/// An error and its causes on one line, for the log: reqwest's top-level message alone ("error
-/// sending request") hides whether DNS, TCP or TLS failed.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn shorten(text: &str) -> String {

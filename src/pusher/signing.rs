@@ -6,9 +6,7 @@
 //! hex HMAC-SHA256, under the app secret, of `METHOD\nPATH\nQUERY`, where QUERY is every other
 //! parameter with lowercased keys, sorted by key, joined as `k=v&k=v` without URL escaping.
 
-use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
-use sha2::Sha256;
 
 /// The query parameters that authenticate one request, `auth_signature` last.
 pub fn signed_query(
@@ -51,10 +49,7 @@ pub fn string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> 
 
 /// Hex HMAC-SHA256 of `message` under `secret`.
 pub fn sign(secret: &str, message: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(message.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    crate::hmac_hex::sign_hex(secret.as_bytes(), message.as_bytes())
 }
 
 #[cfg(test)]

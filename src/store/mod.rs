@@ -17,7 +17,7 @@ mod memory;
 mod redis;
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use self::feed::{HEARTBEAT, STALENESS_BOUND};
 pub use self::memory::MemoryStore;
@@ -146,6 +146,15 @@ pub enum StoreError {
     Unexpected(&'static str),
 }
 
+impl StoreError {
+    /// Whether retrying later can succeed. The one decision behind both answers to a store
+    /// failure: `UNAVAILABLE` on the gate and 503 on webhooks when true (Pusher retries for five
+    /// minutes), `INTERNAL` and 500 when an operator must look.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 /// One app's set of occupied channels.
 ///
 /// Implementations answer every call with at most one round trip to their backend, over
@@ -186,13 +195,7 @@ pub trait OccupancyStore: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Milliseconds since the epoch on this machine's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub use crate::clock::now_ms;
 
 /// The default retention window: well past Pusher's five minutes of retries.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(15 * 60);

@@ -199,18 +199,7 @@ fn host_of(addr: &str) -> Result<String, ToolError> {
 /// Reads a PEM file that must hold a block whose label contains `label`; the error names the
 /// option and the path, never the content.
 fn read_pem(path: &Path, option: &'static str, label: &str) -> Result<Vec<u8>, ToolError> {
-    let content = std::fs::read(path)
-        .map_err(|e| usage(option, format!("cannot read {}: {e}", path.display())))?;
-    let has_block = String::from_utf8_lossy(&content)
-        .lines()
-        .any(|line| line.starts_with("-----BEGIN ") && line.contains(label));
-    if !has_block {
-        return Err(usage(
-            option,
-            format!("{} holds no PEM {label} block", path.display()),
-        ));
-    }
-    Ok(content)
+    crate::pem_file::read_pem(path, label).map_err(|err| usage(option, err.to_string()))
 }
 
 async fn ask(check: Check) -> Result<(), ToolError> {

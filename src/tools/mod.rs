@@ -148,7 +148,10 @@ where
     Some(match outcome {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("occupancy {name}: {}", chain(&err));
+            eprintln!(
+                "occupancy {name}: {}",
+                crate::error_chain::error_chain(&err)
+            );
             err.exit_code()
         }
     })
@@ -158,7 +161,9 @@ where
 /// end of `--help`.
 pub fn parse_server_cli() -> Result<Cli, clap::Error> {
     let mut command = server_command();
-    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    let matches = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .map_err(|err| crate::config::name_env_in_error(&command, err))?;
     Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut command))
 }
 
@@ -170,22 +175,6 @@ fn server_command() -> clap::Command {
         None => TOOLS_HELP.to_owned(),
     };
     command.after_help(after)
-}
-
-/// An error and its causes on one line, for a terminal or a log.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // hyper and tonic repeat their cause in their own message at times.
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
 }
 
 /// clap's message without its usage block, folded onto one line so it reads well in a log;

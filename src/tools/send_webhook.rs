@@ -8,8 +8,9 @@
 //! the hex HMAC-SHA256 of those exact bytes ([`crate::webhook::sign`], the function the
 //! service's own checks are tested against).
 
+use crate::http_url::HttpUrlError;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -160,7 +161,7 @@ fn prepare(args: Args) -> Result<Webhook, ToolError> {
     }
     let time_ms = match args.time_ms {
         Some(time_ms) => time_ms,
-        None => now_ms(),
+        None => crate::clock::now_ms(),
     };
     let body = serde_json::to_string(&Body { time_ms, events }).map_err(ToolError::Encode)?;
     Ok(Webhook {
@@ -176,33 +177,16 @@ fn prepare(args: Args) -> Result<Webhook, ToolError> {
 /// webhook path, so `--url http://host:8080` works too.
 fn webhook_url(raw: &str) -> Result<reqwest::Url, ToolError> {
     const OPTION: &str = "--url";
-    let mut url =
-        reqwest::Url::parse(raw.trim()).map_err(|e| usage(OPTION, format!("not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(usage(
-            OPTION,
-            "must be an http:// or https:// URL with a host",
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(usage(
-            OPTION,
-            "must not carry credentials: the key and secret sign the body",
-        ));
-    }
+    let mut url = crate::http_url::parse_http_url(raw).map_err(|err| match err {
+        HttpUrlError::Credentials => {
+            usage(OPTION, format!("{err}: the key and secret sign the body"))
+        }
+        other => usage(OPTION, other.to_string()),
+    })?;
     if url.path() == "/" {
         url.set_path(WEBHOOK_PATH);
     }
     Ok(url)
-}
-
-/// Milliseconds since the epoch, as Pusher stamps `time_ms`. A clock before 1970 gives 0, which
-/// the service will treat as stale rather than this tool failing.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// The service's answer.

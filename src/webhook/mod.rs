@@ -33,7 +33,7 @@ pub use self::payload::{Batch, PayloadError};
 pub use self::signature::{SignatureError, WebhookKey, WebhookKeys, sign};
 use crate::apps::Apps;
 use crate::metrics::{count, metrics};
-use crate::store::{Occupancy, OccupancyStore, StoreError};
+use crate::store::{Occupancy, OccupancyStore};
 
 /// The path Pusher is configured to post to.
 pub const WEBHOOK_PATH: &str = "/webhooks/pusher";
@@ -149,11 +149,10 @@ async fn receive<S: OccupancyStore>(
     let applied = match app.store.apply(&batch.events).await {
         Ok(applied) => applied,
         Err(err) => {
-            let status = match err {
-                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                StoreError::Failed(_) | StoreError::Unexpected(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+            let status = if err.is_transient() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
             };
             tracing::error!(error = ?err, app = %app.id, events = batch.events.len(), "webhook batch not applied");
             return answer(status, &err.to_string());

@@ -5,9 +5,9 @@
 //! several tokens and Pusher signs with its oldest active one, so rotating a key means accepting
 //! two pairs for a while: hence a list, not a single pair.
 
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
+
+use crate::hmac_hex::{sign_hex, verify_hex};
 
 /// One accepted webhook key: its secret, and which app (by position) it belongs to.
 #[derive(Clone)]
@@ -87,13 +87,10 @@ impl WebhookKey {
     /// the first differing byte is.
     pub fn verify(&self, signature: Option<&str>, body: &[u8]) -> Result<usize, SignatureError> {
         let signature = signature.ok_or(SignatureError::MissingSignature)?;
-        // Pusher sends lowercase hex; accept either case, since the bytes are what count.
-        let expected = hex::decode(signature.trim()).map_err(|_| SignatureError::Mismatch)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose_secret().as_bytes())
-            .map_err(|_| SignatureError::Mismatch)?;
-        mac.update(body);
-        mac.verify_slice(&expected)
-            .map_err(|_| SignatureError::Mismatch)?;
+        // Pusher sends lowercase hex; either case is accepted, since the bytes are what count.
+        if !verify_hex(self.secret.expose_secret().as_bytes(), body, signature) {
+            return Err(SignatureError::Mismatch);
+        }
         Ok(self.app)
     }
 }
@@ -101,11 +98,7 @@ impl WebhookKey {
 /// The hex HMAC-SHA256 of `body` under `secret`, as Pusher computes `X-Pusher-Signature`.
 /// Public so that tests and tools can sign webhooks exactly as Pusher does.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    sign_hex(secret.as_bytes(), body)
 }
 
 #[cfg(test)]

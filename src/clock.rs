@@ -1,0 +1,21 @@
+//! This machine's wall clock, in the units Pusher uses: milliseconds for webhooks' `time_ms`,
+//! seconds for the API's `auth_timestamp`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the epoch. A clock before 1970 gives 0, which every caller treats as
+/// "older than anything" rather than failing.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// Seconds since the epoch (0 before 1970).
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}

@@ -1,0 +1,266 @@
+//! The composition root: a [`Service`] built from a [`Config`] owns everything that runs.
+//!
+//! Two steps, as in linkerd2-proxy (`Config::build`, then `App::spawn`):
+//! - [`Service::bind`] does everything that can fail before serving: the Redis URL, each app's
+//!   store and Pusher client (the Redis stores from one backend, so the set of apps the change
+//!   feed follows is fixed before it runs), and the three listeners. Its errors say which
+//!   option is at fault.
+//! - [`Service::run`] spawns every task (the gRPC gate, the webhook and admin listeners,
+//!   health, reconciliation, the change feed) into one [`TaskSet`], and returns when all of them
+//!   have ended: after `shutdown`, or as soon as one fails or panics, which stops the rest.
+//!
+//! The path of a webhook: webhook listener → [`crate::webhook`] → the app's store. The path of
+//! a gate call: gRPC listener → [`crate::gate`] → the app's store (its local copy) →
+//! [`crate::pusher::Publisher`] when someone is watching.
+
+mod tasks;
+
+pub(crate) use self::tasks::TaskSet;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::{App, Apps};
+use crate::config::{Config, GrpcTls, StoreChoice};
+use crate::grpc_auth::BearerTokens;
+use crate::http_listener::HttpLimits;
+use crate::pusher::{Publisher, PublisherConfig};
+use crate::server::{Listeners, ServeError, Settings, Shutdown};
+use crate::store::{MemoryStore, OccupancyStore, RedisBackend, RedisStoreConfig, StoreKeys};
+use crate::webhook::{WebhookKey, WebhookKeys};
+
+/// The stores of every app, of one kind.
+enum Stores {
+    /// In this process only (no `--redis-url`).
+    Memory(Vec<MemoryStore>),
+    /// In Redis, every app's store on one backend whose change feed keeps their local copies.
+    Redis {
+        backend: RedisBackend,
+        stores: Vec<crate::store::RedisStore>,
+    },
+}
+
+/// A service whose listeners are bound and whose stores are built, ready to [`run`](Self::run).
+pub struct Service {
+    config: Config,
+    stores: Stores,
+    listeners: Listeners,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Builds the stores and binds the listeners of `config`. Nothing is served yet, and nothing
+    /// connects to Redis (a Redis that is down at start-up delays nothing).
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let stores = build_stores(&config)?;
+        let listeners = bind_listeners(&config).await?;
+        tracing::info!(
+            addr = %listeners.grpc.local_addr()?,
+            tls = config.grpc_tls.is_some(),
+            client_certificates = config.grpc_tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            tokens = config.grpc_tokens.len(),
+            "gRPC listening"
+        );
+        tracing::info!(addr = %listeners.http.local_addr()?, path = crate::webhook::WEBHOOK_PATH, "webhooks listening");
+        tracing::info!(addr = %listeners.admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
+        Ok(Self {
+            config,
+            stores,
+            listeners,
+        })
+    }
+
+    /// Where the gRPC gate listens (with port 0 in the configuration, the port chosen).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        local_addr(&self.listeners.grpc)
+    }
+
+    /// Where webhooks are received.
+    pub fn http_addr(&self) -> SocketAddr {
+        local_addr(&self.listeners.http)
+    }
+
+    /// Where `/metrics`, `/livez` and `/readyz` are served.
+    pub fn admin_addr(&self) -> SocketAddr {
+        local_addr(&self.listeners.admin)
+    }
+
+    /// Serves until `shutdown` (see [`Shutdown`] for its two phases) or until a task fails,
+    /// then drains: in-flight requests finish and held coalesced updates are sent, for at most
+    /// `--drain-timeout` once the listeners have closed.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), ServeError> {
+        let Self {
+            config,
+            stores,
+            listeners,
+        } = self;
+        let stop = shutdown.stop.clone();
+        let drain_timeout = config.drain_timeout;
+        let mut tasks = TaskSet::new(stop.clone());
+        let coalescer = match stores {
+            Stores::Memory(stores) => {
+                let settings = settings(&config, stores)?;
+                crate::server::spawn(settings, listeners, shutdown, &mut tasks)?
+            }
+            Stores::Redis { backend, stores } => {
+                let feed = backend.run_feed(stop.clone());
+                tasks.spawn("change feed", async move {
+                    feed.await;
+                    Ok(())
+                });
+                let settings = settings(&config, stores)?;
+                crate::server::spawn(settings, listeners, shutdown, &mut tasks)?
+            }
+        };
+        let finished = async {
+            let result = tasks.join_all().await;
+            // Held coalesced updates go out now rather than being lost.
+            coalescer.drain().await;
+            result
+        };
+        // The drain is bounded: once the listeners close, whatever is still open after
+        // --drain-timeout (a Health/Watch stream, a stuck client) does not keep the process
+        // alive. Dropping `finished` drops the task set, which aborts what is left.
+        tokio::select! {
+            result = finished => result,
+            _ = drain_deadline(stop, drain_timeout) => {
+                tracing::warn!(?drain_timeout, "drain timeout: exiting with requests still open");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn drain_deadline(stop: CancellationToken, limit: std::time::Duration) {
+    stop.cancelled().await;
+    tokio::time::sleep(limit).await;
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    // A bound TCP listener always has an address; the fallback is never used.
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Every app's store, from one backend when Redis is used.
+fn build_stores(config: &Config) -> anyhow::Result<Stores> {
+    match &config.store {
+        StoreChoice::Memory => {
+            tracing::warn!(
+                "no --redis-url given: occupancy is kept in memory, local to this one process, \
+                 lost on exit and invisible to encoders reading Redis"
+            );
+            Ok(Stores::Memory(
+                config
+                    .apps
+                    .iter()
+                    .map(|_| MemoryStore::new(config.retention))
+                    .collect(),
+            ))
+        }
+        StoreChoice::Redis { url, timeout, ca } => {
+            let backend = RedisBackend::new(&RedisStoreConfig {
+                url: url.clone(),
+                timeout: *timeout,
+                ca: ca.clone(),
+            })
+            .context("--redis-url / REDIS_URL")?;
+            tracing::info!(store = %backend.describe(), "using Redis");
+            let stores = config
+                .apps
+                .iter()
+                .map(|app| {
+                    let keys = StoreKeys::for_set(&app.redis_key);
+                    tracing::info!(app = %app.id, set = %keys.set, times = %keys.times, feed = %keys.feed, "app set in Redis");
+                    backend.store(keys, config.retention)
+                })
+                .collect();
+            Ok(Stores::Redis { backend, stores })
+        }
+    }
+}
+
+/// The three listeners, bound before anything is served so a taken port fails start-up.
+async fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for webhooks on {}", config.http_addr))?;
+    let admin = TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for metrics and probes on {}",
+                config.admin_addr
+            )
+        })?;
+    Ok(Listeners { grpc, http, admin })
+}
+
+/// What the servers need: each app with its store and Pusher client, the webhook keys, and
+/// the limits from `config`.
+fn settings<S: OccupancyStore>(config: &Config, stores: Vec<S>) -> Result<Settings<S>, ServeError> {
+    let mut apps = Vec::new();
+    let mut webhook_keys = Vec::new();
+    for (index, (app, store)) in config.apps.iter().zip(stores).enumerate() {
+        let publisher = Publisher::new(PublisherConfig {
+            api_url: app.api_url.clone(),
+            app_id: app.id.clone(),
+            key: app.key.clone(),
+            secret: app.secret.clone(),
+            timeout: config.pusher_timeout,
+            extra_ca: config.pusher_ca.clone(),
+        })
+        .map_err(ServeError::PusherClient)?;
+        for (key, secret) in std::iter::once((&app.key, &app.secret))
+            .chain(app.extra_keys.iter().map(|(k, s)| (k, s)))
+        {
+            webhook_keys.push(WebhookKey {
+                key: key.clone(),
+                secret: secret.clone(),
+                app: index,
+            });
+        }
+        tracing::info!(app = %app.id, api = %app.api_url, "publishing through Pusher");
+        apps.push(App::new(app.id.clone(), store, publisher));
+    }
+    Ok(Settings {
+        apps: Arc::new(Apps::new(apps)),
+        webhook_keys: WebhookKeys::new(webhook_keys),
+        webhook_body_limit: config.webhook_body_limit,
+        webhook_body_timeout: config.http_body_timeout,
+        http_limits: HttpLimits {
+            header_timeout: config.http_header_timeout,
+            max_connections: config.http_max_connections,
+        },
+        store_down: config.store_down,
+        health_interval: config.health_interval,
+        reconcile_interval: config.reconcile_interval,
+        grpc_tokens: BearerTokens::new(&config.grpc_tokens),
+        grpc_tls: config.grpc_tls.as_ref().map(server_tls),
+    })
+}
+
+/// tonic's TLS settings from the PEM files read at start-up.
+fn server_tls(tls: &GrpcTls) -> tonic::transport::ServerTlsConfig {
+    let identity = tonic::transport::Identity::from_pem(&tls.cert, &tls.key.0);
+    let config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    match &tls.client_ca {
+        Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
+        None => config,
+    }
+}
