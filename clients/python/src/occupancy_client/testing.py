@@ -73,8 +73,22 @@ class _FakeCore:
         with self._lock:
             self._occupied.difference_update(channels)
 
-    def fail_with(self, code: grpc.StatusCode, details: str = "simulated by FakeClient") -> None:
-        self._failure = OccupancyError(code, details, "")
+    def fail_with(
+        self, error: grpc.StatusCode | OccupancyError, details: str = "simulated by FakeClient"
+    ) -> None:
+        if isinstance(error, OccupancyError):
+            self._failure = error
+        elif isinstance(error, grpc.StatusCode):
+            self._failure = OccupancyError(error, details, "")
+        else:
+            raise TypeError(
+                "fail_with() takes an OccupancyError or a grpc.StatusCode; call recover() to end a failure"
+            )
+
+    def wait_synced(self) -> bool:
+        if self.closed:
+            raise ClientClosedError(method="WatchOccupancy")
+        return True
 
     def recover(self) -> None:
         self._failure = None
@@ -152,10 +166,18 @@ class FakeClient:
         """Marks channels vacant."""
         self._core.vacate(*channels)
 
-    def fail_with(self, code: grpc.StatusCode, details: str = "simulated by FakeClient") -> None:
-        """Makes every later call fail with ``code`` until :meth:`recover`:
-        ``is_occupied`` applies the failure policy, publishing raises."""
-        self._core.fail_with(code, details)
+    def fail_with(
+        self, error: grpc.StatusCode | OccupancyError, details: str = "simulated by FakeClient"
+    ) -> None:
+        """Makes every later call fail with ``error`` (an :class:`OccupancyError`,
+        or a status code and ``details``) until :meth:`recover`: ``is_occupied``
+        applies the failure policy (an outage fails open: ``True``, and the
+        hook sees it), publishing always raises."""
+        self._core.fail_with(error, details)
+
+    def wait_synced(self, timeout: float = 5.0) -> bool:
+        """As the real client's: the fake's copy is always current, so ``True``."""
+        return self._core.wait_synced()
 
     def recover(self) -> None:
         """Ends :meth:`fail_with`."""
@@ -211,8 +233,13 @@ class AsyncFakeClient:
     def vacate(self, *channels: str) -> None:
         self._core.vacate(*channels)
 
-    def fail_with(self, code: grpc.StatusCode, details: str = "simulated by FakeClient") -> None:
-        self._core.fail_with(code, details)
+    def fail_with(
+        self, error: grpc.StatusCode | OccupancyError, details: str = "simulated by FakeClient"
+    ) -> None:
+        self._core.fail_with(error, details)
+
+    async def wait_synced(self, timeout: float = 5.0) -> bool:
+        return self._core.wait_synced()
 
     def recover(self) -> None:
         self._core.recover()
