@@ -21,7 +21,7 @@ const PUBLISH_FIELDS = ["deferred", "published", "skipped", "storeUnavailable", 
 
 withEnv((env) => {
   describe("conformance", () => {
-    it("publish result: published, skipped, deferred, superseded, storeUnavailable from the real gate and the fake", async () => {
+    it("publish result fields", async () => {
       const channel = uniqueChannel("node-conf");
       await sendWebhook(env, "channel_occupied", channel);
       const client = new OccupancyClient(env.OCCUPANCY_ADDR);
@@ -37,7 +37,7 @@ withEnv((env) => {
       assert.deepEqual(fake, { published: ["a"], skipped: ["b"], deferred: [], superseded: 0, storeUnavailable: false });
     });
 
-    it("fake vocabulary: occupy, vacate, failWith, recover; fail-open answers true and calls the hook", async () => {
+    it("fake vocabulary and failure policy", async () => {
       const seen: OccupancyError[] = [];
       const down = new OccupancyError(status.UNAVAILABLE, "down");
       const fake = new FakeOccupancyClient({ onError: (e) => seen.push(e) }).occupy("a", "b").vacate("b");
@@ -56,7 +56,7 @@ withEnv((env) => {
       assert.equal(await fake.waitSynced(), true);
     });
 
-    it("waitSynced: true once synchronised, false after the timeout, FAILED_PRECONDITION without cached, closed error", async () => {
+    it("waitSynced", async () => {
       const cached = new OccupancyClient(env.OCCUPANCY_ADDR, { cached: true, failOpen: false });
       const dead = new OccupancyClient(env.OCCUPANCY_DEAD_ADDR, { cached: true, failOpen: false });
       const plain = new OccupancyClient(env.OCCUPANCY_ADDR);
@@ -72,7 +72,7 @@ withEnv((env) => {
       }
     });
 
-    it("the closed error is an OccupancyError, from the client and the fake", async () => {
+    it("closed error is an OccupancyError", async () => {
       const client = new OccupancyClient(env.OCCUPANCY_ADDR);
       const fake = new FakeOccupancyClient();
       client.close();
@@ -86,7 +86,7 @@ withEnv((env) => {
       }
     });
 
-    it("ADDRESS_ENV names OCCUPANCY_ADDR; TARGET_ENV is its deprecated alias", () => {
+    it("ADDRESS_ENV", () => {
       assert.equal(ADDRESS_ENV, "OCCUPANCY_ADDR");
       assert.equal(TARGET_ENV, ADDRESS_ENV);
     });
