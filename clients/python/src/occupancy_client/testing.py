@@ -58,7 +58,8 @@ class _FakeCore:
         self.published: list[Published] = []
         self.fail_open = bool(fail_open)
         self.errors: list[OccupancyError] = []
-        self._hook = on_error
+        # As in the real client: without a hook, a warning at most every 30 s.
+        self._hook: ErrorHook = on_error if on_error is not None else _common.WarnAtMostEvery()
         self._failure: OccupancyError | None = None
         self.closed = False
         self.occupy(*occupied)
@@ -95,8 +96,7 @@ class _FakeCore:
 
     def _swallowed(self, err: OccupancyError) -> None:
         self.errors.append(err)
-        if self._hook is not None:
-            self._hook(err)
+        self._hook(err)
 
     def is_occupied(self, channel: str) -> bool:
         if self.closed:
@@ -136,7 +136,8 @@ class FakeClient:
         fail_open: The failure policy applied while :meth:`fail_with` is in
             force, as in the real client.
         on_error: Also called with each error fail-open swallowed (all of
-            them are in :attr:`errors` as well).
+            them are in :attr:`errors` as well). Default: the real client's
+            warning, at most once per 30 s.
     """
 
     def __init__(
