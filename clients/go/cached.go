@@ -202,3 +202,40 @@ func (c *Client) cachedIsOccupied(ctx context.Context, channel string) (bool, er
 		}
 	}
 }
+
+// WaitSynced starts cached mode's subscription if needed and waits until the
+// local copy is synchronised with the gate, or until ctx is done. Call it at
+// startup so the first checks are answered from the copy rather than by the
+// failure policy. The same call in every client.
+//
+// It answers true, nil once synchronised and false, nil when ctx ended first
+// (the subscription keeps retrying in the background). It returns a
+// FAILED_PRECONDITION *Error without WithCached, and ErrClosed after Close
+// (also when Close ends the wait).
+func (c *Client) WaitSynced(ctx context.Context) (bool, error) {
+	if c.isClosed() {
+		return false, ErrClosed
+	}
+	if !c.cached {
+		return false, &Error{Code: codes.FailedPrecondition, Message: "WaitSynced needs a client built WithCached"}
+	}
+	w, err := c.startWatch()
+	if err != nil {
+		return false, err
+	}
+	for {
+		w.mu.Lock()
+		synced, changed := w.synced, w.changed
+		w.mu.Unlock()
+		if synced {
+			return true, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false, nil
+		case <-w.ctx.Done():
+			return false, ErrClosed
+		}
+	}
+}

@@ -18,9 +18,14 @@ import (
 	"github.com/occupancy/occupancy/clients/go/occupancypb"
 )
 
-// EnvAddr is the environment variable New reads the target from when it is
-// given none.
-const EnvAddr = "OCCUPANCY_ADDR"
+// AddressEnv is the environment variable New reads the target from when it
+// is given none (the same name in every client).
+const AddressEnv = "OCCUPANCY_ADDR"
+
+// EnvAddr is the old name of AddressEnv.
+//
+// Deprecated: use AddressEnv, the name every client uses.
+const EnvAddr = AddressEnv
 
 // Client talks to one occupancy gate over a single gRPC connection. Create it
 // once with New, share it between goroutines, and Close it at shutdown.
@@ -49,13 +54,23 @@ var (
 )
 
 // PublishResult tells which channels an event went to, so the caller can log
-// or count what was saved. Both lists keep the order of the request and are
-// never nil.
+// or count what was saved. The lists keep the order of the request and are
+// never nil; every requested channel is in exactly one of them.
 type PublishResult struct {
 	// Published lists the occupied channels the event was triggered on.
 	Published []string
 	// Skipped lists the vacant channels that received nothing.
 	Skipped []string
+	// Deferred lists occupied channels whose update the gate holds to
+	// coalesce it (empty unless the gate coalesces).
+	Deferred []string
+	// Superseded counts the held updates of earlier calls this call replaced
+	// (0 unless the gate coalesces).
+	Superseded uint32
+	// StoreUnavailable is true when the gate could not ask its store and,
+	// configured to publish when the store is down, published to every
+	// requested channel.
+	StoreUnavailable bool
 }
 
 // New creates a client for the gate at target ("host:port", or any target
@@ -80,9 +95,9 @@ func New(target string, opts ...Option) (*Client, error) {
 		return nil, errors.Join(cfg.errs...)
 	}
 	if target == "" {
-		target = os.Getenv(EnvAddr)
+		target = os.Getenv(AddressEnv)
 		if target == "" {
-			return nil, fmt.Errorf("occupancy: no target given and %s is not set", EnvAddr)
+			return nil, fmt.Errorf("occupancy: no target given and %s is not set", AddressEnv)
 		}
 	}
 	if !cfg.onErrorSet {
@@ -263,8 +278,11 @@ func (c *Client) PublishIfOccupied(ctx context.Context, channels []string, event
 		return PublishResult{}, c.callError(err)
 	}
 	return PublishResult{
-		Published: nonNil(resp.GetPublished()),
-		Skipped:   nonNil(resp.GetSkipped()),
+		Published:        nonNil(resp.GetPublished()),
+		Skipped:          nonNil(resp.GetSkipped()),
+		Deferred:         nonNil(resp.GetDeferred()),
+		Superseded:       resp.GetSuperseded(),
+		StoreUnavailable: resp.GetStoreUnavailable(),
 	}, nil
 }
 

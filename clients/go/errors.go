@@ -11,8 +11,10 @@ import (
 
 // ErrClosed is returned by every call made on a [Client] (or a [Fake]) after
 // Close, whatever the failure policy: a closed client never answers
-// "occupied". Test for it with errors.Is(err, occupancy.ErrClosed).
-var ErrClosed = errors.New("occupancy: client is closed")
+// "occupied". Test for it with errors.Is(err, occupancy.ErrClosed). Like
+// every error of this package it is an *Error, with code CANCELED, as in the
+// other clients.
+var ErrClosed = &Error{Code: codes.Canceled, Message: "client is closed"}
 
 // Error is the error type of failed calls, so callers can branch on the gRPC
 // status code (for example retry on UNAVAILABLE, fix their input on
@@ -22,8 +24,7 @@ var ErrClosed = errors.New("occupancy: client is closed")
 // channel names, event names and data give INVALID_ARGUMENT without a call.
 //
 // It implements GRPCStatus, so status.Code(err) and status.FromError(err)
-// work on it and on errors wrapping it. The one error of this package that is
-// not an *Error is [ErrClosed].
+// work on it and on errors wrapping it. [ErrClosed] is an *Error too.
 type Error struct {
 	// Code is the gRPC status code of the failed call.
 	Code codes.Code
@@ -57,7 +58,8 @@ func (e *Error) Is(target error) bool {
 	case context.DeadlineExceeded:
 		return e.Code == codes.DeadlineExceeded
 	case context.Canceled:
-		return e.Code == codes.Canceled
+		// A closed client is not a cancelled context.
+		return e.Code == codes.Canceled && e != ErrClosed
 	}
 	return false
 }

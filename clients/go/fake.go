@@ -2,15 +2,19 @@ package occupancy
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 )
 
 // Fake is an in-memory [Gate] for encoder teams' own unit tests: channels are
-// marked occupied by hand, publishes are recorded, and channel names, event
-// names and data are checked exactly as the real Client checks them (the same
-// INVALID_ARGUMENT *Error). It makes no network call. It is safe for
-// concurrent use; the zero value is not usable, call NewFake.
+// marked occupied by hand (Occupy, Vacate), publishes are recorded, and
+// channel names, event names and data are checked exactly as the real Client
+// checks them (the same INVALID_ARGUMENT *Error). FailWith simulates an
+// outage or a misconfiguration under the real client's failure policy
+// (fail-open by default), until Recover. It makes no network call. It is
+// safe for concurrent use; the zero value is not usable, call NewFake.
 //
 //	fake := occupancy.NewFake("private-job-42")
 //	runEncoder(fake)                       // takes an occupancy.Gate
@@ -21,6 +25,8 @@ type Fake struct {
 	publishes []FakePublish
 	err       error
 	closed    bool
+	failOpen  bool
+	onError   func(error)
 }
 
 // FakePublish is one PublishIfOccupied call recorded by a Fake.
@@ -32,15 +38,42 @@ type FakePublish struct {
 	Result   PublishResult
 }
 
-// NewFake returns a Fake in which the given channels are occupied.
+// NewFake returns a Fake in which the given channels are occupied, with the
+// real client's default failure policy: fail-open, with the hook that logs at
+// most once per WarnInterval. WithPolicy changes it.
 func NewFake(occupied ...string) *Fake {
-	f := &Fake{occupied: map[string]bool{}}
-	f.SetOccupied(occupied...)
+	f := &Fake{occupied: map[string]bool{}, failOpen: true, onError: newWarner().handle}
+	f.Occupy(occupied...)
 	return f
 }
 
-// SetOccupied marks channels occupied, as a channel_occupied webhook would.
-func (f *Fake) SetOccupied(channels ...string) {
+// WithPolicy sets the failure policy the Fake applies while FailWith is in
+// force, with New's own options: WithFailOpen and WithOnError. Any other
+// option is a mistake in the test and panics. It returns f.
+func (f *Fake) WithPolicy(opts ...Option) *Fake {
+	cfg := config{failOpen: true}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if len(cfg.errs) > 0 {
+		panic(fmt.Sprintf("occupancy: Fake.WithPolicy: %v", cfg.errs))
+	}
+	rest := cfg
+	rest.failOpen, rest.onError, rest.onErrorSet = true, nil, false
+	if !reflect.DeepEqual(rest, config{failOpen: true}) {
+		panic("occupancy: Fake.WithPolicy takes only WithFailOpen and WithOnError")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failOpen = cfg.failOpen
+	if cfg.onErrorSet {
+		f.onError = cfg.onError
+	}
+	return f
+}
+
+// Occupy marks channels occupied, as a channel_occupied webhook would.
+func (f *Fake) Occupy(channels ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, ch := range channels {
@@ -48,8 +81,8 @@ func (f *Fake) SetOccupied(channels ...string) {
 	}
 }
 
-// SetVacant marks channels vacant, as a channel_vacated webhook would.
-func (f *Fake) SetVacant(channels ...string) {
+// Vacate marks channels vacant, as a channel_vacated webhook would.
+func (f *Fake) Vacate(channels ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, ch := range channels {
@@ -57,14 +90,42 @@ func (f *Fake) SetVacant(channels ...string) {
 	}
 }
 
-// FailWith makes every later call that passes the local checks return err
+// SetOccupied is the old name of Occupy.
+//
+// Deprecated: use Occupy, the name every client's fake uses.
+func (f *Fake) SetOccupied(channels ...string) { f.Occupy(channels...) }
+
+// SetVacant is the old name of Vacate.
+//
+// Deprecated: use Vacate, the name every client's fake uses.
+func (f *Fake) SetVacant(channels ...string) { f.Vacate(channels...) }
+
+// FailWith makes every later call that passes the local checks fail with err
 // (for example &occupancy.Error{Code: codes.Unavailable, Message: "down"}),
-// until FailWith(nil). The Fake applies no failure policy: it returns err as
-// given, as a Client with WithFailOpen(false) would.
+// until Recover, under the real client's failure policy: IsOccupied answers
+// true, nil for an outage (see IsOutage) when failing open, after handing err
+// to the hook, and returns any other error; PublishIfOccupied always returns
+// err. FailWith(nil) still ends a failure (deprecated: use Recover).
 func (f *Fake) FailWith(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.err = err
+}
+
+// Recover ends a failure set with FailWith.
+func (f *Fake) Recover() {
+	f.FailWith(nil)
+}
+
+// WaitSynced is Client.WaitSynced: the Fake's copy is always current, so it
+// answers true, nil at once, and ErrClosed after Close.
+func (f *Fake) WaitSynced(ctx context.Context) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false, ErrClosed
+	}
+	return true, nil
 }
 
 // Publishes returns the successful PublishIfOccupied calls so far, oldest
@@ -90,20 +151,29 @@ func (f *Fake) Published(channel string) []string {
 }
 
 // IsOccupied answers from the channels marked occupied, after the same name
-// check as Client.IsOccupied. After Close it returns ErrClosed.
+// check as Client.IsOccupied; after FailWith, as the failure policy says.
+// After Close it returns ErrClosed.
 func (f *Fake) IsOccupied(ctx context.Context, channel string) (bool, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		return false, ErrClosed
 	}
 	if err := checkChannel(channel); err != nil {
+		f.mu.Unlock()
 		return false, err
 	}
-	if f.err != nil {
-		return false, f.err
+	failure, failOpen, hook := f.err, f.failOpen, f.onError
+	occupied := f.occupied[channel]
+	f.mu.Unlock()
+	if failure == nil {
+		return occupied, nil
 	}
-	return f.occupied[channel], nil
+	if failOpen && IsOutage(failure) {
+		hook(failure) // outside the lock: the hook may call the Fake
+		return true, nil
+	}
+	return false, failure
 }
 
 // PublishIfOccupied records the publish and splits channels into published
@@ -125,7 +195,7 @@ func (f *Fake) PublishIfOccupied(ctx context.Context, channels []string, event, 
 	for _, opt := range opts {
 		opt(&pc)
 	}
-	res := PublishResult{Published: []string{}, Skipped: []string{}}
+	res := PublishResult{Published: []string{}, Skipped: []string{}, Deferred: []string{}}
 	seen := map[string]bool{}
 	for _, ch := range channels {
 		if seen[ch] {

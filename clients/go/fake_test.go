@@ -99,7 +99,7 @@ func TestFakeChecksLikeTheClient(t *testing.T) {
 }
 
 func TestFakeFailWith(t *testing.T) {
-	fake := occupancy.NewFake("a")
+	fake := occupancy.NewFake("a").WithPolicy(occupancy.WithFailOpen(false))
 	down := &occupancy.Error{Code: codes.Unavailable, Message: "gate down"}
 	fake.FailWith(down)
 	if _, err := fake.IsOccupied(t.Context(), "a"); status.Code(err) != codes.Unavailable {

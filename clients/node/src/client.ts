@@ -29,10 +29,12 @@ export const DEFAULT_CHECK_TIMEOUT_MS = 1000;
  * (with its message) rather than as a client-side deadline.
  */
 export const DEFAULT_PUBLISH_TIMEOUT_MS = 5000;
-/** Default time `waitForSync` waits for cached mode to synchronise. */
+/** Default time `waitSynced` waits for cached mode to synchronise. */
 export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
-/** The environment variable read for the target when none is given. */
-export const TARGET_ENV = "OCCUPANCY_ADDR";
+/** The environment variable read for the target when none is given (same name in every client). */
+export const ADDRESS_ENV = "OCCUPANCY_ADDR";
+/** @deprecated Renamed {@link ADDRESS_ENV}, the name every client uses; this alias will go. */
+export const TARGET_ENV = ADDRESS_ENV;
 
 /**
  * Channel options applied unless overridden through `channelOptions`.
@@ -127,10 +129,10 @@ export class OccupancyClient implements OccupancyGate {
       options = maybeOptions ?? {};
     }
     if (target === undefined) {
-      target = process.env[TARGET_ENV];
+      target = process.env[ADDRESS_ENV];
       if (target === undefined || target === "") {
         throw new TypeError(
-          `no target: pass the gate's address ("host:port") to new OccupancyClient(), or set ${TARGET_ENV}`,
+          `no target: pass the gate's address ("host:port") to new OccupancyClient(), or set ${ADDRESS_ENV}`,
         );
       }
     }
@@ -260,19 +262,40 @@ export class OccupancyClient implements OccupancyGate {
   }
 
   /**
-   * Cached mode: starts the subscription if needed and resolves once the local
-   * copy is synchronised with the gate. Call it at startup so the first checks
-   * are answered from the copy rather than by the failure policy.
+   * Cached mode: starts the subscription if needed and waits until the local
+   * copy is synchronised with the gate, for at most `timeoutMs`. Call it at
+   * startup so the first checks are answered from the copy rather than by the
+   * failure policy. The same call, by the same name, in every client.
    *
-   * @throws OccupancyError DEADLINE_EXCEEDED (its `cause` is the last stream
-   *   error) when not synchronised within `timeoutMs`, FAILED_PRECONDITION
-   *   without `cached`, OccupancyClosedError once closed.
+   * @returns `true` once synchronised, `false` when `timeoutMs` passed first
+   *   (the subscription keeps retrying in the background).
+   * @throws OccupancyError FAILED_PRECONDITION without `cached`,
+   *   OccupancyClosedError once closed (also when closed while waiting).
+   */
+  async waitSynced(timeoutMs: number = DEFAULT_SYNC_TIMEOUT_MS): Promise<boolean> {
+    try {
+      await this.waitForSync(timeoutMs);
+      return true;
+    } catch (err) {
+      if (err instanceof OccupancyError && !(err instanceof OccupancyClosedError) && err.code === status.DEADLINE_EXCEEDED) {
+        return false;
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * @deprecated Use {@link waitSynced}, which resolves `false` on timeout
+   * instead of rejecting. This one resolves once synchronised and rejects with
+   * OccupancyError DEADLINE_EXCEEDED (its `cause` is the last stream error)
+   * when not synchronised within `timeoutMs`, FAILED_PRECONDITION without
+   * `cached`, OccupancyClosedError once closed.
    */
   async waitForSync(timeoutMs: number = DEFAULT_SYNC_TIMEOUT_MS): Promise<void> {
     this.ensureOpen();
     checkMillis("timeoutMs", timeoutMs);
     if (this.cache === undefined) {
-      throw new OccupancyError(status.FAILED_PRECONDITION, "waitForSync needs a client built with cached: true");
+      throw new OccupancyError(status.FAILED_PRECONDITION, "waitSynced needs a client built with cached: true");
     }
     await this.cache.whenSynced(timeoutMs);
   }

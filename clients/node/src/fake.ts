@@ -57,16 +57,33 @@ export class FakeOccupancyClient implements OccupancyGate {
   }
 
   /**
-   * From now on every call fails with `error` (pass `undefined` to heal):
+   * From now on every call fails with `error`, until {@link recover}:
    * `isOccupied` applies the failure policy (an outage code answers `true` and
-   * reaches `onError` when failing open), `publishIfOccupied` rejects.
+   * reaches `onError` when failing open; any other code rejects),
+   * `publishIfOccupied` always rejects. (`failWith(undefined)` still heals,
+   * deprecated: use `recover()`.)
    */
   failWith(error: OccupancyError | undefined): this {
     if (error !== undefined && !(error instanceof OccupancyError)) {
-      throw new TypeError("failWith takes an OccupancyError (or undefined)");
+      throw new TypeError("failWith takes an OccupancyError; call recover() to end a failure");
     }
     this.error = error;
     return this;
+  }
+
+  /** Ends a failure set with {@link failWith}: calls answer from the marked channels again. */
+  recover(): this {
+    this.error = undefined;
+    return this;
+  }
+
+  /**
+   * As the real client's `waitSynced`: the fake's copy is always current, so
+   * this resolves `true` at once. Rejects with OccupancyClosedError once closed.
+   */
+  async waitSynced(_timeoutMs?: number): Promise<boolean> {
+    this.ensureOpen();
+    return true;
   }
 
   async isOccupied(channel: string): Promise<boolean> {

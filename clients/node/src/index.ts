@@ -11,6 +11,7 @@ export {
   DEFAULT_PUBLISH_TIMEOUT_MS,
   DEFAULT_SYNC_TIMEOUT_MS,
   DEFAULT_CHANNEL_OPTIONS,
+  ADDRESS_ENV,
   TARGET_ENV,
   type OccupancyClientOptions,
 } from "./client.js";

@@ -15,9 +15,17 @@ twin; :mod:`occupancy_client.testing` has in-memory fakes of both. They raise
 """
 
 from ._client import Client
-from ._common import PublishResult
-from ._errors import ClientClosedError, ErrorHook, OccupancyError
+from ._common import ADDRESS_ENV, PublishResult
+from ._errors import ClientClosedError, ErrorHook, NotCachedError, OccupancyError
 
-__all__ = ["Client", "ClientClosedError", "ErrorHook", "OccupancyError", "PublishResult"]
+__all__ = [
+    "ADDRESS_ENV",
+    "Client",
+    "ClientClosedError",
+    "ErrorHook",
+    "NotCachedError",
+    "OccupancyError",
+    "PublishResult",
+]
 
 __version__ = "0.2.0"

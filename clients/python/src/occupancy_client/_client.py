@@ -13,7 +13,7 @@ import grpc
 
 from . import _common
 from ._common import ChannelOptions, Metadata, PublishResult, WatchState
-from ._errors import ClientClosedError, ErrorHook, OccupancyError
+from ._errors import ClientClosedError, ErrorHook, NotCachedError, OccupancyError
 from ._generated.occupancy.v1 import occupancy_pb2, occupancy_pb2_grpc
 
 __all__ = ["Client"]
@@ -186,13 +186,18 @@ class Client:
             raise OccupancyError._from_rpc_error("PublishIfOccupied", error) from error
         return _common.publish_result(response)
 
-    def wait_synced(self, timeout: float) -> bool:
+    def wait_synced(self, timeout: float = 5.0) -> bool:
         """Cached mode: starts the subscription if needed and waits until the
         local copy is current. Returns whether it is, after at most ``timeout``
-        seconds. Optional: ``is_occupied`` works without it.
+        seconds (default 5). Optional: ``is_occupied`` works without it.
+
+        Raises :class:`NotCachedError` (``FAILED_PRECONDITION``) without
+        ``cached=True`` and :class:`ClientClosedError` after ``close()``.
         """
+        if self._closed:
+            raise ClientClosedError(method="WatchOccupancy")
         if not self._settings.cached:
-            raise ValueError("wait_synced() needs a client built with cached=True")
+            raise NotCachedError()
         self._open("WatchOccupancy")
         deadline = _common.monotonic() + timeout
         while True:

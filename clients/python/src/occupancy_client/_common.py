@@ -22,7 +22,10 @@ import grpc
 from ._errors import ErrorHook, OccupancyError
 from ._generated.occupancy.v1 import occupancy_pb2
 
-__all__ = ["PublishResult"]
+__all__ = ["ADDRESS_ENV", "PublishResult"]
+
+ADDRESS_ENV = "OCCUPANCY_ADDR"
+"""The environment variable read when no target is given (the same name in every client)."""
 
 logger = logging.getLogger("occupancy_client")
 
@@ -64,17 +67,28 @@ _FALSE_VALUES = frozenset({"0", "false", "no", "off", "n", "f"})
 class PublishResult:
     """What ``publish_if_occupied`` did, channel by channel.
 
-    Every requested channel appears in exactly one of the two tuples (once,
-    even if it was requested twice), in request order.
+    Every requested channel appears in exactly one of ``published``,
+    ``skipped`` and ``deferred`` (once, even if it was requested twice), in
+    request order.
 
     Attributes:
         published: Channels that were occupied; the event was sent to them in
             one Pusher API call.
         skipped: Channels that were vacant and received nothing.
+        deferred: Occupied channels whose update the gate holds to coalesce
+            it (empty unless the gate coalesces).
+        superseded: How many held updates of earlier calls this call replaced
+            (0 unless the gate coalesces).
+        store_unavailable: True when the gate could not ask its store and,
+            configured to publish when the store is down, published to every
+            requested channel.
     """
 
     published: tuple[str, ...]
     skipped: tuple[str, ...]
+    deferred: tuple[str, ...] = ()
+    superseded: int = 0
+    store_unavailable: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,10 +127,10 @@ def settings(
 ) -> Settings:
     """Checks the constructor's options; touches neither gRPC nor the network."""
     if target is None:
-        target = os.environ.get("OCCUPANCY_ADDR") or None
+        target = os.environ.get(ADDRESS_ENV) or None
         if target is None:
             raise ValueError(
-                "no gate address: pass target='host:port' or set OCCUPANCY_ADDR in the environment"
+                f"no gate address: pass target='host:port' or set {ADDRESS_ENV} in the environment"
             )
     if not isinstance(target, str) or not target.strip():
         raise ValueError(f"target must be a non-empty 'host:port' string, got {target!r}")
@@ -272,7 +286,13 @@ def publish_request(
 
 def publish_result(response: occupancy_pb2.PublishIfOccupiedResponse) -> PublishResult:
     """Copies the protobuf containers into an immutable, protobuf-free value."""
-    return PublishResult(published=tuple(response.published), skipped=tuple(response.skipped))
+    return PublishResult(
+        published=tuple(response.published),
+        skipped=tuple(response.skipped),
+        deferred=tuple(response.deferred),
+        superseded=response.superseded,
+        store_unavailable=response.store_unavailable,
+    )
 
 
 # -- the failure policy ---------------------------------------------------------

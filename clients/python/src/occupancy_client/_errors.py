@@ -80,6 +80,22 @@ class ClientClosedError(OccupancyError, ValueError):
         super().__init__(code, details, method)
 
 
+class NotCachedError(OccupancyError, ValueError):
+    """``wait_synced`` was called on a client built without ``cached=True``.
+
+    Its code is ``FAILED_PRECONDITION``, as in every client. It is also a
+    ``ValueError``, which this call raised before it was an ``OccupancyError``.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION,
+        details: str = "wait_synced() needs a client built with cached=True",
+        method: str = "WatchOccupancy",
+    ) -> None:
+        super().__init__(code, details, method)
+
+
 ErrorHook = Callable[[OccupancyError], None]
 """Called with each error that a fail-open client swallowed.
 

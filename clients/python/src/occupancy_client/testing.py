@@ -58,7 +58,8 @@ class _FakeCore:
         self.published: list[Published] = []
         self.fail_open = bool(fail_open)
         self.errors: list[OccupancyError] = []
-        self._hook = on_error
+        # As in the real client: without a hook, a warning at most every 30 s.
+        self._hook: ErrorHook = on_error if on_error is not None else _common.WarnAtMostEvery()
         self._failure: OccupancyError | None = None
         self.closed = False
         self.occupy(*occupied)
@@ -73,16 +74,29 @@ class _FakeCore:
         with self._lock:
             self._occupied.difference_update(channels)
 
-    def fail_with(self, code: grpc.StatusCode, details: str = "simulated by FakeClient") -> None:
-        self._failure = OccupancyError(code, details, "")
+    def fail_with(
+        self, error: grpc.StatusCode | OccupancyError, details: str = "simulated by FakeClient"
+    ) -> None:
+        if isinstance(error, OccupancyError):
+            self._failure = error
+        elif isinstance(error, grpc.StatusCode):
+            self._failure = OccupancyError(error, details, "")
+        else:
+            raise TypeError(
+                "fail_with() takes an OccupancyError or a grpc.StatusCode; call recover() to end a failure"
+            )
+
+    def wait_synced(self) -> bool:
+        if self.closed:
+            raise ClientClosedError(method="WatchOccupancy")
+        return True
 
     def recover(self) -> None:
         self._failure = None
 
     def _swallowed(self, err: OccupancyError) -> None:
         self.errors.append(err)
-        if self._hook is not None:
-            self._hook(err)
+        self._hook(err)
 
     def is_occupied(self, channel: str) -> bool:
         if self.closed:
@@ -122,7 +136,8 @@ class FakeClient:
         fail_open: The failure policy applied while :meth:`fail_with` is in
             force, as in the real client.
         on_error: Also called with each error fail-open swallowed (all of
-            them are in :attr:`errors` as well).
+            them are in :attr:`errors` as well). Default: the real client's
+            warning, at most once per 30 s.
     """
 
     def __init__(
@@ -152,10 +167,18 @@ class FakeClient:
         """Marks channels vacant."""
         self._core.vacate(*channels)
 
-    def fail_with(self, code: grpc.StatusCode, details: str = "simulated by FakeClient") -> None:
-        """Makes every later call fail with ``code`` until :meth:`recover`:
-        ``is_occupied`` applies the failure policy, publishing raises."""
-        self._core.fail_with(code, details)
+    def fail_with(
+        self, error: grpc.StatusCode | OccupancyError, details: str = "simulated by FakeClient"
+    ) -> None:
+        """Makes every later call fail with ``error`` (an :class:`OccupancyError`,
+        or a status code and ``details``) until :meth:`recover`: ``is_occupied``
+        applies the failure policy (an outage fails open: ``True``, and the
+        hook sees it), publishing always raises."""
+        self._core.fail_with(error, details)
+
+    def wait_synced(self, timeout: float = 5.0) -> bool:
+        """As the real client's: the fake's copy is always current, so ``True``."""
+        return self._core.wait_synced()
 
     def recover(self) -> None:
         """Ends :meth:`fail_with`."""
@@ -211,8 +234,13 @@ class AsyncFakeClient:
     def vacate(self, *channels: str) -> None:
         self._core.vacate(*channels)
 
-    def fail_with(self, code: grpc.StatusCode, details: str = "simulated by FakeClient") -> None:
-        self._core.fail_with(code, details)
+    def fail_with(
+        self, error: grpc.StatusCode | OccupancyError, details: str = "simulated by FakeClient"
+    ) -> None:
+        self._core.fail_with(error, details)
+
+    async def wait_synced(self, timeout: float = 5.0) -> bool:
+        return self._core.wait_synced()
 
     def recover(self) -> None:
         self._core.recover()

@@ -19,7 +19,22 @@ module Occupancy
   # @!attribute [r] skipped
   #   @return [Array<String>] channels that were vacant and got nothing, each
   #     once, in request order.
-  PublishResult = Struct.new(:published, :skipped, keyword_init: true)
+  # @!attribute [r] deferred
+  #   @return [Array<String>] occupied channels whose update the gate holds to
+  #     coalesce it (empty unless the gate coalesces).
+  # @!attribute [r] superseded
+  #   @return [Integer] how many held updates of earlier calls this call
+  #     replaced (0 unless the gate coalesces).
+  # @!attribute [r] store_unavailable
+  #   @return [Boolean] true when the gate could not ask its store and,
+  #     configured to publish when the store is down, published to every
+  #     requested channel.
+  PublishResult = Struct.new(:published, :skipped, :deferred, :superseded, :store_unavailable,
+                             keyword_init: true) do
+    def initialize(published: [], skipped: [], deferred: [], superseded: 0, store_unavailable: false)
+      super
+    end
+  end
 
   # A connection to the occupancy gate, the service that knows which Pusher
   # channels have subscribers, so an encoder can skip publishing progress
@@ -54,8 +69,11 @@ module Occupancy
     # gRPC's reconnect backoff is capped at this (gRPC's own cap is 120 s), so
     # a client is back on a restarted gate within seconds.
     MAX_RECONNECT_BACKOFF_MS = 2000
-    # The environment variable read when no target is given.
-    TARGET_ENV = "OCCUPANCY_ADDR"
+    # The environment variable read when no target is given (the same name in
+    # every client).
+    ADDRESS_ENV = "OCCUPANCY_ADDR"
+    # @deprecated Renamed {ADDRESS_ENV}; this alias will go.
+    TARGET_ENV = ADDRESS_ENV
     # Metadata keys that gRPC accepts.
     METADATA_KEY = /\A[0-9a-z_.\-]+\z/
 
@@ -182,7 +200,10 @@ module Occupancy
         )
       end
       response = invoke(:publish_if_occupied, request, @publish_timeout)
-      PublishResult.new(published: response.published.to_a, skipped: response.skipped.to_a)
+      PublishResult.new(
+        published: response.published.to_a, skipped: response.skipped.to_a, deferred: response.deferred.to_a,
+        superseded: response.superseded, store_unavailable: response.store_unavailable
+      )
     end
 
     # Whether cached mode's local copy is current (always false without
@@ -192,6 +213,35 @@ module Occupancy
     def synced?
       watcher = @watcher
       !watcher.nil? && @watcher_pid == Process.pid && watcher.synced?
+    end
+
+    # Cached mode: starts the subscription if needed and waits until the
+    # local copy is synchronised with the gate, for at most +timeout+
+    # seconds. Call it at startup so the first checks are answered from the
+    # copy rather than by the failure policy. The same call in every client.
+    #
+    # @param timeout [Numeric] seconds to wait at most
+    # @return [Boolean] true once synchronised, false when +timeout+ passed
+    #   first (the subscription keeps retrying in the background)
+    # @raise [Error] +FAILED_PRECONDITION+ without +cached: true+
+    # @raise [ClosedError] after {#close}
+    def wait_synced(timeout = 5.0)
+      raise ClosedError if @closed
+      raise Error.new(Codes::FAILED_PRECONDITION, "wait_synced needs a client built with cached: true") unless @cached
+
+      timeout = seconds(:timeout, timeout)
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+      watcher, = current_watcher
+      loop do
+        left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        # The watcher's own wait returns early after a failed attempt; keep
+        # waiting through its retries until the deadline.
+        return true if watcher.wait_synced([left, 0].max)
+        raise ClosedError if @closed
+        return false if left <= 0
+
+        sleep([left, 0.05].min)
+      end
     end
 
     # Ends cached mode's subscription and shuts the gRPC channel down. Every
@@ -228,11 +278,11 @@ module Occupancy
     private
 
     def resolve_target(target)
-      target = ENV.fetch(TARGET_ENV, nil) if target.nil?
+      target = ENV.fetch(ADDRESS_ENV, nil) if target.nil?
       return target if target.is_a?(String) && !target.empty?
 
       raise ArgumentError,
-            "no gate address: pass a target (\"host:port\") or set #{TARGET_ENV}, got #{target.inspect}"
+            "no gate address: pass a target (\"host:port\") or set #{ADDRESS_ENV}, got #{target.inspect}"
     end
 
     def seconds(name, value)

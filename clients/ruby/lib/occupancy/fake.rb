@@ -60,26 +60,37 @@ module Occupancy
       self
     end
 
-    # Makes every later call fail with +error+ until {#recover!}, as the real
-    # client would see it: +fail!(Occupancy::Error.new(Occupancy::Codes::UNAVAILABLE, "down"))+
-    # simulates an outage (fail-open answers true), any other code a
-    # configuration bug (raised).
+    # Makes every later call fail with +error+ until {#recover}, as the real
+    # client would see it: +fail_with(Occupancy::Error.new(Occupancy::Codes::UNAVAILABLE, "down"))+
+    # simulates an outage (fail-open answers true and calls the hook), any
+    # other code a configuration bug (raised). Publishing always raises.
     #
     # @param error [Occupancy::Error, Integer] an error, or a code
     # @return [self]
-    def fail!(error = Codes::UNAVAILABLE)
+    def fail_with(error)
       error = Error.new(error, "simulated by Occupancy::Fake") if error.is_a?(Integer)
-      raise ArgumentError, "fail! takes an Occupancy::Error or a code" unless error.is_a?(Error)
+      raise ArgumentError, "fail_with takes an Occupancy::Error or a code; call recover to end a failure" unless error.is_a?(Error)
 
       @mutex.synchronize { @failure = error }
       self
     end
 
-    # Ends a simulated failure.
+    # Ends a failure set with {#fail_with}.
     # @return [self]
-    def recover!
+    def recover
       @mutex.synchronize { @failure = nil }
       self
+    end
+
+    # @deprecated Use {#fail_with} (the name every client's fake uses).
+    #   Without an argument it still simulates +UNAVAILABLE+.
+    def fail!(error = Codes::UNAVAILABLE)
+      fail_with(error)
+    end
+
+    # @deprecated Use {#recover}.
+    def recover!
+      recover
     end
 
     # @return [Array<Publish>] the publishes that reached "Pusher" (only the
@@ -130,13 +141,24 @@ module Occupancy
         unless published.empty?
           @published << Publish.new(channels: published, event: event, data: data, socket_id: socket_id)
         end
-        PublishResult.new(published: published, skipped: skipped)
+        PublishResult.new(published: published, skipped: skipped, deferred: [], superseded: 0,
+                          store_unavailable: false)
       end
     end
 
     # Always true: the fake's copy is always current.
     def synced?
       !@closed
+    end
+
+    # Same contract as {Client#wait_synced}: the fake's copy is always
+    # current, so this answers true at once.
+    # @return [Boolean]
+    # @raise [ClosedError] after {#close}
+    def wait_synced(_timeout = 5.0)
+      raise ClosedError if @closed
+
+      true
     end
 
     # Same contract as {Client#close}.

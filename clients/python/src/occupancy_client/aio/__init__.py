@@ -23,7 +23,7 @@ import grpc.aio
 
 from .. import _common
 from .._common import ChannelOptions, Metadata, PublishResult, WatchState
-from .._errors import ClientClosedError, ErrorHook, OccupancyError
+from .._errors import ClientClosedError, ErrorHook, NotCachedError, OccupancyError
 from .._generated.occupancy.v1 import occupancy_pb2, occupancy_pb2_grpc
 
 __all__ = ["Client"]
@@ -143,11 +143,14 @@ class Client:
             raise OccupancyError._from_rpc_error("PublishIfOccupied", error) from error
         return _common.publish_result(response)
 
-    async def wait_synced(self, timeout: float) -> bool:
+    async def wait_synced(self, timeout: float = 5.0) -> bool:
         """Cached mode: starts the subscription if needed and waits until the
-        local copy is current; returns whether it is after at most ``timeout`` s."""
+        local copy is current; returns whether it is after at most ``timeout`` s
+        (default 5). Raises as the blocking client's ``wait_synced``."""
+        if self._closed:
+            raise ClientClosedError(method="WatchOccupancy")
         if not self._settings.cached:
-            raise ValueError("wait_synced() needs a client built with cached=True")
+            raise NotCachedError()
         self._open("WatchOccupancy")
         deadline = _common.monotonic() + timeout
         while not self._state.synced:

@@ -1,5 +1,6 @@
 package io.occupancy.client;
 
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -8,12 +9,16 @@ import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.function.Consumer;
 
 /**
  * An in-memory {@link OccupancyGate} for encoder teams' own unit tests: no gate, no network.
  * Channels are marked occupied by hand, every publish is recorded, and requests are checked with
  * exactly the rules of {@link OccupancyClient} (a malformed name throws {@code INVALID_ARGUMENT};
- * after {@link #close()} every call throws {@link OccupancyClosedException}). Thread-safe.
+ * after {@link #close()} every call throws {@link OccupancyClosedException}). {@link #failWith}
+ * simulates an outage or a misconfiguration under the real client's failure policy (fail-open by
+ * default: an outage answers {@code true} and reaches the hook), until {@link #recover()}.
+ * Thread-safe.
  *
  * <pre>{@code
  * FakeOccupancyGate gate = new FakeOccupancyGate();
@@ -52,6 +57,9 @@ public final class FakeOccupancyGate implements OccupancyGate {
   private final List<Publish> publishes = new CopyOnWriteArrayList<>();
   private volatile OccupancyException failure;
   private volatile boolean closed;
+  private volatile boolean failOpen = true;
+  private volatile Consumer<OccupancyException> onError =
+      new DefaultErrorHook("FakeOccupancyGate", System::nanoTime);
 
   /** Creates a fake where every channel is vacant and nothing was published. */
   public FakeOccupancyGate() {}
@@ -85,16 +93,67 @@ public final class FakeOccupancyGate implements OccupancyGate {
   }
 
   /**
-   * Makes every later call (checks and publishes) throw {@code error}, as a raising client would,
-   * to test the code's error paths; {@code null} ends that. Name checks and the closed error come
-   * first, as in the real client.
+   * The failure policy applied while {@link #failWith} is in force, as {@link
+   * OccupancyClient.Builder#failOpen}: {@code true} (the default) answers {@code true} for an
+   * outage and hands the error to the hook, {@code false} throws it.
    *
-   * @param error the error to throw, e.g. {@code new OccupancyException(Status.UNAVAILABLE, null)}
+   * @param failOpen {@code true} to fail open (default), {@code false} to raise
+   * @return this fake
+   */
+  public FakeOccupancyGate failOpen(boolean failOpen) {
+    this.failOpen = failOpen;
+    return this;
+  }
+
+  /**
+   * The hook that sees every error failing open swallows, as {@link
+   * OccupancyClient.Builder#onError} (default: a warning at most once per 30 seconds).
+   *
+   * @param onError the hook
+   * @return this fake
+   */
+  public FakeOccupancyGate onError(Consumer<OccupancyException> onError) {
+    this.onError = Objects.requireNonNull(onError, "onError");
+    return this;
+  }
+
+  /**
+   * Makes every later call fail with {@code error} until {@link #recover()}, under the real
+   * client's failure policy: {@code isOccupied} answers {@code true} for an outage ({@code
+   * UNAVAILABLE}, {@code DEADLINE_EXCEEDED}, {@code RESOURCE_EXHAUSTED}) when failing open, after
+   * handing the error to the hook, and throws any other; publishing always throws. Name checks
+   * and the closed error come first, as in the real client. {@code failWith(null)} still ends a
+   * failure (deprecated: use {@link #recover()}).
+   *
+   * @param error the error, e.g. {@code new OccupancyException(Status.UNAVAILABLE, null)}
    * @return this fake
    */
   public FakeOccupancyGate failWith(OccupancyException error) {
     this.failure = error;
     return this;
+  }
+
+  /**
+   * Ends a failure set with {@link #failWith}.
+   *
+   * @return this fake
+   */
+  public FakeOccupancyGate recover() {
+    this.failure = null;
+    return this;
+  }
+
+  /**
+   * As {@link OccupancyClient#waitSynced}: the fake's copy is always current.
+   *
+   * @param timeout ignored
+   * @return {@code true}
+   * @throws OccupancyClosedException after {@link #close()}
+   */
+  public boolean waitSynced(Duration timeout) {
+    Objects.requireNonNull(timeout, "timeout");
+    ensureOpen();
+    return true;
   }
 
   /**
@@ -123,7 +182,15 @@ public final class FakeOccupancyGate implements OccupancyGate {
     Names.checkChannel(channel);
     OccupancyException error = failure;
     if (error != null) {
-      throw error;
+      if (!failOpen || !OccupancyClient.failsOpen(error.getCode())) {
+        throw error;
+      }
+      try {
+        onError.accept(error);
+      } catch (RuntimeException hookFailure) {
+        // As in the real client: a throwing hook must not turn fail-open into a failure.
+      }
+      return true;
     }
     return occupied.contains(channel);
   }
@@ -170,7 +237,7 @@ public final class FakeOccupancyGate implements OccupancyGate {
     Objects.requireNonNull(channels, "channels");
     try {
       return CompletableFuture.completedFuture(publishIfOccupied(channels, event, data, socketId));
-    } catch (OccupancyException | OccupancyClosedException e) {
+    } catch (OccupancyException e) {
       return CompletableFuture.failedFuture(e);
     }
   }

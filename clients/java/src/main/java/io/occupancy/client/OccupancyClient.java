@@ -86,7 +86,15 @@ public final class OccupancyClient implements OccupancyGate {
   public static final Duration DEFAULT_PUBLISH_TIMEOUT = Duration.ofSeconds(5);
 
   /** The environment variable naming the gate when the builder is given no target. */
-  public static final String ADDR_ENV = "OCCUPANCY_ADDR";
+  public static final String ADDRESS_ENV = "OCCUPANCY_ADDR";
+
+  /**
+   * The old name of {@link #ADDRESS_ENV}.
+   *
+   * @deprecated use {@link #ADDRESS_ENV}, the name every client uses
+   */
+  @Deprecated
+  public static final String ADDR_ENV = ADDRESS_ENV;
 
   /** How long {@link #close()} lets in-flight calls finish before cancelling them. */
   private static final Duration CLOSE_GRACE = Duration.ofSeconds(5);
@@ -259,7 +267,7 @@ public final class OccupancyClient implements OccupancyGate {
     PublishIfOccupiedRequest request;
     try {
       request = publishRequest(channels, event, data, socketId);
-    } catch (OccupancyException | OccupancyClosedException e) {
+    } catch (OccupancyException e) {
       return CompletableFuture.failedFuture(e);
     }
     CallFuture<PublishIfOccupiedResponse> call =
@@ -277,31 +285,59 @@ public final class OccupancyClient implements OccupancyGate {
   }
 
   /**
-   * Cached mode only: waits until the local copy is synchronised with the gate (starting the
-   * subscription if no call has yet), e.g. in a readiness check. Checks made before then already
-   * wait up to the check timeout by themselves.
+   * Cached mode: starts the subscription if needed and waits until the local copy is synchronised
+   * with the gate, for at most {@code timeout}. Call it at startup (or in a readiness check) so
+   * the first checks are answered from the copy rather than by the failure policy. The same call
+   * in every client.
    *
    * @param timeout how long to wait at most
-   * @return {@code true} once synchronised, {@code false} if {@code timeout} passed first
-   * @throws IllegalStateException when the client was not built with {@link Builder#cached}
+   * @return {@code true} once synchronised, {@code false} if {@code timeout} passed first (the
+   *     subscription keeps retrying in the background)
+   * @throws OccupancyException {@code FAILED_PRECONDITION} when the client was not built with
+   *     {@link Builder#cached}
    * @throws OccupancyClosedException after {@link #close()}
    * @throws InterruptedException if interrupted while waiting
    */
-  public boolean awaitSynchronised(Duration timeout) throws InterruptedException {
+  public boolean waitSynced(Duration timeout) throws InterruptedException {
     Objects.requireNonNull(timeout, "timeout");
     ensureOpen();
     if (cache == null) {
-      throw new IllegalStateException("awaitSynchronised needs a client built with cached(true)");
+      throw new OccupancyException(
+          Status.FAILED_PRECONDITION.withDescription(
+              "waitSynced needs a client built with cached(true)"),
+          null);
     }
     cache.start();
     long deadline = System.nanoTime() + timeout.toNanos();
     while (!cache.isSynchronised()) {
+      ensureOpen();
       if (deadline - System.nanoTime() <= 0) {
         return false;
       }
       Thread.sleep(10);
     }
     return true;
+  }
+
+  /**
+   * The old name of {@link #waitSynced}.
+   *
+   * @param timeout how long to wait at most
+   * @return {@code true} once synchronised, {@code false} if {@code timeout} passed first
+   * @throws IllegalStateException when the client was not built with {@link Builder#cached}
+   * @throws OccupancyClosedException after {@link #close()}
+   * @throws InterruptedException if interrupted while waiting
+   * @deprecated use {@link #waitSynced}, the name every client uses (it throws {@code
+   *     FAILED_PRECONDITION} rather than {@link IllegalStateException} without cached mode)
+   */
+  @Deprecated
+  public boolean awaitSynchronised(Duration timeout) throws InterruptedException {
+    Objects.requireNonNull(timeout, "timeout");
+    ensureOpen();
+    if (cache == null) {
+      throw new IllegalStateException("awaitSynchronised needs a client built with cached(true)");
+    }
+    return waitSynced(timeout);
   }
 
   /**
@@ -461,7 +497,12 @@ public final class OccupancyClient implements OccupancyGate {
   }
 
   private static PublishResult result(PublishIfOccupiedResponse response) {
-    return new PublishResult(response.getPublishedList(), response.getSkippedList());
+    return new PublishResult(
+        response.getPublishedList(),
+        response.getSkippedList(),
+        response.getDeferredList(),
+        response.getSuperseded(),
+        response.getStoreUnavailable());
   }
 
   private <Req, Resp> CallFuture<Resp> startUnary(
@@ -822,11 +863,11 @@ public final class OccupancyClient implements OccupancyGate {
     public OccupancyClient build() {
       String resolved = target;
       if (resolved == null) {
-        resolved = environment.apply(ADDR_ENV);
+        resolved = environment.apply(ADDRESS_ENV);
         if (resolved == null || resolved.isBlank()) {
           throw new IllegalStateException(
               "no gate address: pass one to OccupancyClient.builder(\"host:port\") or set "
-                  + ADDR_ENV);
+                  + ADDRESS_ENV);
         }
       }
       return new OccupancyClient(this, resolved, channelCredentials());

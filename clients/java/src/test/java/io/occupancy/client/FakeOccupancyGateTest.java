@@ -80,7 +80,7 @@ class FakeOccupancyGateTest {
   @Test
   void failWithMakesCallsThrowUntilCleared() {
     OccupancyException outage = new OccupancyException(Status.UNAVAILABLE, null);
-    FakeOccupancyGate gate = new FakeOccupancyGate().occupy("a").failWith(outage);
+    FakeOccupancyGate gate = new FakeOccupancyGate().failOpen(false).occupy("a").failWith(outage);
     assertSame(outage, assertThrows(OccupancyException.class, () -> gate.isOccupied("a")));
     assertSame(
         outage,
