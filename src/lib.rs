@@ -9,25 +9,30 @@
 //!                      └──only if occupied──▶ pusher::Publisher ──▶ Pusher HTTP API
 //! ```
 
-pub mod admin;
-pub mod apps;
-pub mod channel;
-pub mod clock;
+// What a user of the crate needs: the configuration, the service built from it, the gRPC
+// contract, the operator tools, and Pusher's wire formats (to sign webhooks and API requests as
+// Pusher does, in tools and tests).
 pub mod config;
-pub mod error_chain;
-pub mod gate;
-pub mod grpc_auth;
-pub mod health;
-pub mod hmac_hex;
-pub mod http_listener;
-pub mod http_url;
-pub mod metrics;
-pub mod pem_file;
 pub mod proto;
-pub mod pusher;
-pub mod reconcile;
-pub mod server;
 pub mod service;
-pub mod store;
 pub mod tools;
-pub mod webhook;
+pub mod wire;
+
+mod admin;
+mod apps;
+mod channel;
+mod clock;
+mod error_chain;
+mod gate;
+mod grpc_auth;
+mod health;
+mod hmac_hex;
+mod http_listener;
+mod http_url;
+mod metrics;
+mod pem_file;
+mod pusher;
+mod reconcile;
+mod server;
+mod store;
+mod webhook;

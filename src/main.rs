@@ -9,8 +9,8 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use occupancy::config::{Cli, Config};
-use occupancy::server::Shutdown;
 use occupancy::service::Service;
+use occupancy::service::Shutdown;
 
 fn main() -> ExitCode {
     if let Some(code) = occupancy::tools::run_if_tool(std::env::args_os()) {

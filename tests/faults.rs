@@ -340,7 +340,7 @@ async fn a_frozen_redis_fails_requests_within_the_timeout_and_recovery_follows_s
     // Whatever happens below, the redis-server is killed on drop (SIGKILL ends a stopped one).
     // Reads are answered from the local copy while the change feed was heard from within its
     // staleness bound; past it they go to Redis, which must fail fast rather than hang.
-    tokio::time::sleep(occupancy::store::STALENESS_BOUND + Duration::from_millis(200)).await;
+    tokio::time::sleep(occupancy::wire::STALENESS_BOUND + Duration::from_millis(200)).await;
     for round in 0..4 {
         let started = Instant::now();
         let answer = tokio::time::timeout(Duration::from_secs(5), is_occupied(&gate, "before"))

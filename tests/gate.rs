@@ -278,7 +278,7 @@ async fn bad_webhooks_are_answered_and_change_nothing(kind: StoreKind) {
         ("channel_occupied", "intruder"),
         ("channel_vacated", "kept"),
     ]);
-    let good_sig = occupancy::webhook::sign(SECRET, body.as_bytes());
+    let good_sig = occupancy::wire::sign_webhook(SECRET, body.as_bytes());
 
     /// What is wrong, X-Pusher-Key, X-Pusher-Signature, body, expected answer.
     type BadRequest<'a> = (
@@ -313,7 +313,7 @@ async fn bad_webhooks_are_answered_and_change_nothing(kind: StoreKind) {
         (
             "wrong secret",
             Some(KEY),
-            Some(occupancy::webhook::sign("wrong", body.as_bytes())),
+            Some(occupancy::wire::sign_webhook("wrong", body.as_bytes())),
             body.clone().into(),
             StatusCode::UNAUTHORIZED,
         ),

@@ -196,7 +196,7 @@ async fn an_oversized_grpc_request_is_refused_and_the_gate_answers() {
     let gate = Occupancy::start(&[]);
     let status = OccupancyClient::new(gate.channel().await)
         .is_occupied(IsOccupiedRequest {
-            channel: "x".repeat(occupancy::server::GRPC_MAX_MESSAGE_BYTES + 1),
+            channel: "x".repeat(occupancy::wire::GRPC_MAX_MESSAGE_BYTES + 1),
             ..Default::default()
         })
         .await

@@ -457,7 +457,7 @@ async fn deliver(scenario: &Scenario, urls: &[String], tasks: usize, seed: u64) 
                     .map(|(name, channel)| json!({"name": name, "channel": channel}))
                     .collect();
                 let body = json!({"time_ms": time_ms, "events": events}).to_string();
-                let signature = occupancy::webhook::sign(SECRET, body.as_bytes());
+                let signature = occupancy::wire::sign_webhook(SECRET, body.as_bytes());
                 let url = &urls[(i / tasks) % urls.len()];
                 let response = client
                     .post(url)
@@ -536,7 +536,7 @@ async fn check_property(redis: Option<&RedisServer>, services: &[&Occupancy]) {
         }
         // Each instance answers from its local copy, which follows the other instance's writes
         // through the change feed within its staleness bound: wait that long at most.
-        let settle = Instant::now() + occupancy::store::STALENESS_BOUND;
+        let settle = Instant::now() + occupancy::wire::STALENESS_BOUND;
         for (index, gate) in gates.iter().enumerate() {
             for (channel, occupied) in &scenario.truth {
                 let mut answer = is_occupied(gate, channel).await;

@@ -11,8 +11,8 @@ use clap::Parser;
 use occupancy::config::Cli;
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
-use occupancy::server::Shutdown;
 use occupancy::service::Service;
+use occupancy::service::Shutdown;
 use support::{
     APP_ID, KEY, PusherStub, RedisServer, SECRET, eventually, post_signed, webhook_body,
 };
@@ -79,7 +79,7 @@ async fn serve_and_stop(redis: Option<&RedisServer>) {
         .await;
     }
 
-    let url = format!("http://{http}{}", occupancy::webhook::WEBHOOK_PATH);
+    let url = format!("http://{http}{}", occupancy::wire::WEBHOOK_PATH);
     let body = webhook_body(&[("channel_occupied", "private-job-1")]);
     let (status, _) = post_signed(&url, KEY, SECRET, &body).await;
     assert_eq!(status, 200);

@@ -805,7 +805,7 @@ async fn post_webhook(
         );
     }
     body.push_str("]}");
-    let signature = occupancy::webhook::sign(SECRET, body.as_bytes());
+    let signature = occupancy::wire::sign_webhook(SECRET, body.as_bytes());
     let response = http
         .post(url)
         .header("content-type", "application/json")

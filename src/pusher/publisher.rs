@@ -220,11 +220,6 @@ impl Publisher {
         Ok(answer.channels.into_keys().collect())
     }
 
-    /// The app this publisher publishes to.
-    pub fn app_id(&self) -> &str {
-        &self.config.app_id
-    }
-
     /// A transport failure without the request URL, whose query carries the signature.
     fn transport_error(&self, err: reqwest::Error) -> PublishError {
         if err.is_timeout() {

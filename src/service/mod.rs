@@ -16,6 +16,7 @@
 mod tasks;
 
 pub(crate) use self::tasks::TaskSet;
+pub use crate::server::{ServeError, Shutdown};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use crate::config::{Config, GrpcTls, StoreChoice};
 use crate::grpc_auth::BearerTokens;
 use crate::http_listener::HttpLimits;
 use crate::pusher::{Publisher, PublisherConfig};
-use crate::server::{Listeners, ServeError, Settings, Shutdown};
+use crate::server::{Listeners, Settings};
 use crate::store::{MemoryStore, OccupancyStore, RedisBackend, RedisStoreConfig, StoreKeys};
 use crate::webhook::{WebhookKey, WebhookKeys};
 

@@ -53,11 +53,6 @@ impl MemoryStore {
         }
     }
 
-    /// How many channels the store keeps an entry for (occupied, or vacated within the window).
-    pub fn tracked(&self) -> usize {
-        self.read().channels.len()
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A poisoned lock only means another writer panicked mid-batch; the map is still valid.
         self.state.read().unwrap_or_else(PoisonError::into_inner)

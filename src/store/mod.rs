@@ -19,11 +19,9 @@ mod redis;
 use std::future::Future;
 use std::time::Duration;
 
-pub use self::feed::{HEARTBEAT, STALENESS_BOUND};
+pub use self::feed::STALENESS_BOUND;
 pub use self::memory::MemoryStore;
-pub use self::redis::{
-    BadRedisUrl, RedisBackend, RedisStore, RedisStoreConfig, StoreKeys, check_redis_url,
-};
+pub use self::redis::{RedisBackend, RedisStore, RedisStoreConfig, StoreKeys, check_redis_url};
 use crate::channel::ChannelName;
 
 /// What a webhook said happened to a channel.
@@ -196,9 +194,6 @@ pub trait OccupancyStore: Send + Sync + 'static {
 }
 
 pub use crate::clock::now_ms;
-
-/// The default retention window: well past Pusher's five minutes of retries.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(15 * 60);
 
 #[cfg(test)]
 mod tests {

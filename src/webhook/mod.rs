@@ -29,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-pub use self::payload::{Batch, PayloadError};
-pub use self::signature::{SignatureError, WebhookKey, WebhookKeys, sign};
+pub use self::payload::Batch;
+pub use self::signature::{WebhookKey, WebhookKeys, sign};
 use crate::apps::Apps;
 use crate::metrics::{count, metrics};
 use crate::store::{Occupancy, OccupancyStore};

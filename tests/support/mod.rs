@@ -393,9 +393,9 @@ fn verify_request(
     } else if get("body_md5")? != hex::encode(md5::Md5::digest(body)) {
         return Err("body_md5 does not match the body".into());
     }
-    let expected = occupancy::pusher::signing::sign(
+    let expected = occupancy::wire::sign_api_request(
         SECRET,
-        &occupancy::pusher::signing::string_to_sign(method, path, &params),
+        &occupancy::wire::string_to_sign(method, path, &params),
     );
     if get("auth_signature")? != expected {
         return Err("invalid auth_signature".into());
@@ -647,7 +647,7 @@ pub fn webhook_body_at(time_ms: u64, events: &[(&str, &str)]) -> String {
 
 /// Posts `body` signed with `key`/`secret` exactly as Pusher signs it.
 pub async fn post_signed(url: &str, key: &str, secret: &str, body: &str) -> (StatusCode, Value) {
-    let signature = occupancy::webhook::sign(secret, body.as_bytes());
+    let signature = occupancy::wire::sign_webhook(secret, body.as_bytes());
     post_raw(url, Some(key), Some(&signature), body.as_bytes().to_vec()).await
 }
 

@@ -129,9 +129,9 @@ fn signed_by_app(
                 && md5_ok
                 && get("auth_signature")
                     == Some(
-                        occupancy::pusher::signing::sign(
+                        occupancy::wire::sign_api_request(
                             secret,
-                            &occupancy::pusher::signing::string_to_sign(method, path, params),
+                            &occupancy::wire::string_to_sign(method, path, params),
                         )
                         .as_str(),
                     )

@@ -1,0 +1,8 @@
+//! Pusher's wire formats, for programs that play Pusher or its users: signing a webhook as
+//! Pusher signs it, signing an API request as an official server SDK does, and the limits the
+//! gate applies to what it receives.
+
+pub use crate::pusher::signing::{sign as sign_api_request, string_to_sign};
+pub use crate::server::GRPC_MAX_MESSAGE_BYTES;
+pub use crate::store::STALENESS_BOUND;
+pub use crate::webhook::{WEBHOOK_PATH, sign as sign_webhook};
