@@ -169,6 +169,7 @@ async fn churn_under_faults_skips_no_watched_update_and_keeps_redis_true() {
             step: Duration::from_millis(150),
             vacate_delay: VACATE_DELAY,
             vacate_jitter: VACATE_JITTER,
+            occupied_on_every_join: true,
         },
         stub.clone(),
         targets.clone(),
@@ -334,6 +335,7 @@ async fn churn_under_faults_skips_no_watched_update_and_keeps_redis_true() {
                 "{name}: {} watched updates skipped more than {FAULT_WINDOW:?} after the fault",
                 f.skipped_outside
             ));
+            failures.extend(f.examples.iter().map(|e| format!("  {e}")));
         }
         if f.missed > 0 {
             failures.push(format!(

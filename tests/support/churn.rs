@@ -186,6 +186,12 @@ pub struct ChurnConfig {
     /// `vacate_jitter`, and cancelled if one comes back meanwhile (as Pusher and sockudo do).
     pub vacate_delay: Duration,
     pub vacate_jitter: Duration,
+    /// Send `channel_occupied` on every first subscriber, even one who comes back within the
+    /// hold-back of `channel_vacated` (as sockudo does: occupied at once, vacated re-checked). When
+    /// false, a come-back within the hold-back sends nothing at all (Pusher's documented "cancelled
+    /// if one comes back"), and a reconciliation landing in the hold-back leaves the channel vacant
+    /// in the gate until the next one.
+    pub occupied_on_every_join: bool,
 }
 
 /// One channel as Pusher knows it.
@@ -441,7 +447,7 @@ async fn churn(
         entry.history.push((now, after));
         entry.generation += 1;
         let generation = entry.generation;
-        if after && !entry.announced {
+        if after && (!entry.announced || config.occupied_on_every_join) {
             entry.announced = true;
             let time_ms = stamp(entry);
             sender.send("channel_occupied", truth.names[channel].clone(), time_ms);
@@ -662,6 +668,8 @@ pub struct Figures {
     /// Of `wasted`: channels vacant for longer than the vacate hold-back (the gate's fault).
     pub wasted_stale: usize,
     pub missed: usize,
+    /// Up to five skips outside the window, described, for the failure message.
+    pub examples: Vec<String>,
 }
 
 /// How long after a fault's recovery Redis is polled for the true set before giving up.
@@ -720,6 +728,20 @@ pub fn figures(
                     f.skipped_in_window += 1;
                 } else {
                     f.skipped_outside += 1;
+                    if f.examples.len() < 5 {
+                        let since = truth.histories[i]
+                            .iter()
+                            .rev()
+                            .find(|(at, _)| *at <= record.sent)
+                            .map_or(0, |(at, _)| (record.sent - *at).as_millis());
+                        f.examples.push(format!(
+                            "tick {} on replica {}, {} ms after recovery: {channel} skipped, \
+                             occupied for {since} ms",
+                            record.tick,
+                            record.gate + 1,
+                            (record.sent - segments[s].recovered).as_millis(),
+                        ));
+                    }
                 }
             }
         }
