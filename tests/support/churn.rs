@@ -373,7 +373,7 @@ impl Sender {
         this.stats.sent.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let body = support::webhook_body_at(time_ms, &[(name, &channel)]);
-            let signature = occupancy::webhook::sign(support::SECRET, body.as_bytes());
+            let signature = occupancy::wire::sign_webhook(support::SECRET, body.as_bytes());
             let mut backoff = Duration::from_millis(250);
             while !this.stop.load(Ordering::SeqCst) {
                 let answer = this
