@@ -128,6 +128,13 @@ pub struct Cli {
     #[arg(long, env = "OCCUPANCY_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     pub admin_addr: SocketAddr,
 
+    /// A file to write the bound addresses to, once all three listeners are bound, as
+    /// `grpc=HOST:PORT`, `http=HOST:PORT` and `admin=HOST:PORT` lines: for supervisors and
+    /// tests that start the service on port 0. Written atomically (a temporary file in the same
+    /// directory, then renamed), so a reader never sees half of it.
+    #[arg(long, env = "OCCUPANCY_LISTEN_ADDRS_FILE")]
+    pub listen_addrs_file: Option<PathBuf>,
+
     /// On SIGTERM or SIGINT, how long health says NOT_SERVING while still serving, before the
     /// listeners stop accepting; set it to the load balancer's probe period (e.g. 5s).
     #[arg(long, env = "OCCUPANCY_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
@@ -244,6 +251,8 @@ pub struct Config {
     pub grpc_tokens: Vec<SecretString>,
     /// Metrics and probes listen address.
     pub admin_addr: SocketAddr,
+    /// Where to write the bound addresses once bound (`--listen-addrs-file`).
+    pub listen_addrs_file: Option<PathBuf>,
     /// How long health is NOT_SERVING before the listeners close.
     pub drain_delay: Duration,
     /// The longest wait for in-flight work once the listeners close.
@@ -345,6 +354,7 @@ impl Cli {
             grpc_tokens,
             admin_addr: self.admin_addr,
             drain_delay: self.drain_delay,
+            listen_addrs_file: self.listen_addrs_file,
             drain_timeout: self.drain_timeout,
             store_down: self.publish_when_store_down,
             http_header_timeout: self.http_header_timeout,

@@ -54,6 +54,7 @@ pub async fn serve(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::metrics::metrics().webhook_connections_refused.inc();
             // Warn at most once a second; the count is in the log of the next warning's gap.
             if refused_since.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
                 tracing::warn!(limit = limits.max_connections, %peer, "webhook connection refused: too many open");

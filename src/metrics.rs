@@ -49,6 +49,29 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     /// 1 while answers come from the local copy kept by the change feed.
     pub feed_up: Gauge,
+    /// `PublishIfOccupied` calls answered by publishing to every requested channel because the
+    /// store could not be asked (`--publish-when-store-down all`), by `app`.
+    pub publish_store_down: Counters,
+    /// Webhooks stamped ahead of this clock whose time was bounded, by `app`.
+    pub webhook_future_bounded: Counters,
+    /// Webhook connections closed at once because `--http-max-connections` were open.
+    pub webhook_connections_refused: Counter,
+    /// Redis connections replaced, by `reason` (`read_only`: a demoted primary answered
+    /// READONLY; `timeouts`, `failures`: several in a row).
+    pub store_reconnects: Counters,
+    /// Reconcile rounds started, by `trigger` (`start`, `interval`, `recovered`: the store came
+    /// back from an outage).
+    pub reconcile_triggers: Counters,
+    /// Reconcile rounds of one app, by `app` and `result` (`repaired`, `clean`,
+    /// `locked_elsewhere`: another replica holds this interval's lock, `store_unavailable`,
+    /// `listing_failed`, `failed`).
+    pub reconcile_rounds: Counters,
+    /// Times the change feed was established (re-established after a break counts again).
+    pub feed_follows: Counter,
+    /// Times the change feed broke after it had been established.
+    pub feed_breaks: Counter,
+    /// 1 for the Redis node whose change feed is followed (`node`); none while not following.
+    pub feed_node: Family<Labels, Gauge>,
 }
 
 fn latency() -> Histogram {
@@ -71,6 +94,15 @@ impl Metrics {
             reconcile_repairs: Counters::default(),
             watch_streams: Gauge::default(),
             feed_up: Gauge::default(),
+            publish_store_down: Counters::default(),
+            webhook_future_bounded: Counters::default(),
+            webhook_connections_refused: Counter::default(),
+            store_reconnects: Counters::default(),
+            reconcile_triggers: Counters::default(),
+            reconcile_rounds: Counters::default(),
+            feed_follows: Counter::default(),
+            feed_breaks: Counter::default(),
+            feed_node: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -129,6 +161,51 @@ impl Metrics {
             "feed_up",
             "1 while answers come from the local copy",
             metrics.feed_up.clone(),
+        );
+        registry.register(
+            "publish_store_down",
+            "PublishIfOccupied calls that published to every channel because the store was down",
+            metrics.publish_store_down.clone(),
+        );
+        registry.register(
+            "webhook_future_bounded",
+            "Webhooks stamped in the future whose time was bounded to this clock",
+            metrics.webhook_future_bounded.clone(),
+        );
+        registry.register(
+            "webhook_connections_refused",
+            "Webhook connections closed because the connection cap was reached",
+            metrics.webhook_connections_refused.clone(),
+        );
+        registry.register(
+            "store_reconnects",
+            "Redis connections replaced, by reason",
+            metrics.store_reconnects.clone(),
+        );
+        registry.register(
+            "reconcile_triggers",
+            "Reconcile rounds started, by trigger",
+            metrics.reconcile_triggers.clone(),
+        );
+        registry.register(
+            "reconcile_rounds",
+            "Reconcile rounds of one app, by result",
+            metrics.reconcile_rounds.clone(),
+        );
+        registry.register(
+            "feed_follows",
+            "Times the change feed was established",
+            metrics.feed_follows.clone(),
+        );
+        registry.register(
+            "feed_breaks",
+            "Times the change feed broke after being established",
+            metrics.feed_breaks.clone(),
+        );
+        registry.register(
+            "feed_node",
+            "1 for the Redis node whose change feed is followed",
+            metrics.feed_node.clone(),
         );
         Self {
             registry,

@@ -28,32 +28,52 @@ pub async fn run<S: OccupancyStore>(
     let owner = instance_id();
     // Held a little less than an interval, so the next round can run on time anywhere.
     let lock_ttl = interval.mul_f32(0.9).max(Duration::from_secs(1));
+    let mut trigger = "start";
     loop {
+        crate::metrics::count(
+            &crate::metrics::metrics().reconcile_triggers,
+            &[("trigger", trigger)],
+            1,
+        );
         for app in apps.iter() {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = reconcile(app, &owner, lock_ttl) => {}
             }
         }
-        tokio::select! {
+        trigger = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-            _ = recovered.notified() => tracing::info!("store recovered: reconciling"),
-        }
+            _ = tokio::time::sleep(interval) => "interval",
+            _ = recovered.notified() => {
+                tracing::info!("store recovered: reconciling");
+                "recovered"
+            }
+        };
     }
 }
 
-/// One round for one app. Failures are logged and left for the next round.
+/// One round for one app, counted by its result. Failures are logged and left for the next
+/// round.
 pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: Duration) {
+    let result = round(app, owner, lock_ttl).await;
+    crate::metrics::count(
+        &crate::metrics::metrics().reconcile_rounds,
+        &[("app", &app.id), ("result", result)],
+        1,
+    );
+}
+
+/// One round for one app; its result as `occupancy_reconcile_rounds_total` labels it.
+async fn round<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: Duration) -> &'static str {
     match app.store.lock_reconcile(owner, lock_ttl).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::debug!(app = %app.id, "another replica reconciles this interval");
-            return;
+            return "locked_elsewhere";
         }
         Err(err) => {
             tracing::warn!(app = %app.id, error = ?err, "reconcile skipped: store unavailable");
-            return;
+            return "store_unavailable";
         }
     }
     let requested_at = now_ms();
@@ -61,12 +81,13 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
         Ok(listed) => listed,
         Err(err) => {
             tracing::warn!(app = %app.id, error = %crate::pusher::error_chain(&err), "reconcile skipped: cannot list channels");
-            return;
+            return "listing_failed";
         }
     };
     match app.store.reconcile(&listed, requested_at).await {
         Ok(repairs) if repairs.added.is_empty() && repairs.removed.is_empty() => {
             tracing::debug!(app = %app.id, listed = listed.len(), "reconciled: nothing to repair");
+            "clean"
         }
         Ok(repairs) => {
             let m = crate::metrics::metrics();
@@ -89,9 +110,11 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
                 removed_channels = ?repairs.removed.iter().take(20).collect::<Vec<_>>(),
                 "reconciled: repaired the set from Pusher's channel list"
             );
+            "repaired"
         }
         Err(err) => {
-            tracing::warn!(app = %app.id, error = ?err, "reconcile failed: store unavailable")
+            tracing::warn!(app = %app.id, error = ?err, "reconcile failed: store unavailable");
+            "failed"
         }
     }
 }

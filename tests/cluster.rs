@@ -10,7 +10,7 @@ mod topology;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use occupancy::proto::occupancy_client::OccupancyClient;
@@ -34,35 +34,27 @@ async fn occupied(gate: &OccupancyClient<Channel>, channel: &str) -> bool {
         .occupied
 }
 
-async fn wait_for_log(service: &Occupancy, parts: &[&str], count: usize, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let log = service.log_text();
-        let found = log
-            .lines()
-            .filter(|line| parts.iter().all(|p| line.contains(p)))
-            .count();
-        if found >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {count} log lines with {parts:?} within {within:?}; log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until the change feed has been established `count` times in all
+/// (`occupancy_feed_follows_total`) and is followed now (`occupancy_feed_up 1`).
+async fn wait_for_feed(service: &Occupancy, count: usize, within: Duration) {
+    service
+        .metric_becomes(
+            "occupancy_feed_follows_total",
+            &[],
+            within,
+            "the change feed is established",
+            |follows| follows >= count as f64,
+        )
+        .await;
+    service.wait_feed_up(within).await;
 }
 
-/// The `node=` of the last "following the change feed" line.
-fn feed_node(service: &Occupancy) -> String {
+/// The node whose change feed is followed now (`occupancy_feed_node{node=…} 1`).
+async fn feed_node(service: &Occupancy) -> String {
     service
-        .log_text()
-        .lines()
-        .rev()
-        .filter(|l| l.contains("following the change feed"))
-        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("node=")))
-        .expect("a feed line naming its node")
-        .to_owned()
+        .feed_node()
+        .await
+        .expect("the metrics name the node the feed follows")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,13 +99,7 @@ async fn the_cluster_serves_every_part_of_the_service() {
         },
     )
     .await;
-    wait_for_log(
-        &service,
-        &["following the change feed"],
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_for_feed(&service, 1, Duration::from_secs(10)).await;
 
     // Webhooks and reads.
     let gate = OccupancyClient::new(service.channel().await);
@@ -180,7 +166,7 @@ async fn the_cluster_serves_every_part_of_the_service() {
     assert_eq!(change.occupied, ["cluster-2"]);
 
     // The feed's node drops it: it is followed again, on the next node.
-    let first = feed_node(&service);
+    let first = feed_node(&service).await;
     let port: u16 = first
         .rsplit(':')
         .next()
@@ -192,14 +178,12 @@ async fn the_cluster_serves_every_part_of_the_service() {
         .await
         .expect("CLIENT KILL");
     assert!(killed >= 1, "the feed was on {first}");
-    wait_for_log(
-        &service,
-        &["following the change feed"],
-        2,
-        Duration::from_secs(10),
-    )
-    .await;
-    assert_ne!(feed_node(&service), first, "the feed moved to another node");
+    wait_for_feed(&service, 2, Duration::from_secs(10)).await;
+    assert_ne!(
+        feed_node(&service).await,
+        first,
+        "the feed moved to another node"
+    );
     service
         .send_webhook(&[("channel_vacated", "cluster-2")])
         .await;
@@ -227,11 +211,17 @@ async fn the_cluster_serves_every_part_of_the_service() {
     for round in 0..3 {
         check_ordering_round(&ordering, &ordering_gate, &mut connection, &mut rng, round).await;
     }
-    let log = service.log_text();
-    assert!(
-        !log.contains("CROSSSLOT"),
-        "a script touched two slots:\n{log}"
-    );
+    // A script touching two slots is refused by the cluster (CROSSSLOT), an error retrying
+    // does not fix: counted as a failed store request.
+    for instance in [&service, &*ordering] {
+        let failed = instance
+            .metric("occupancy_store_errors_total", &[r#"kind="failed""#])
+            .await;
+        assert_eq!(
+            failed, 0.0,
+            "a store request failed (a script touched two slots?)"
+        );
+    }
 }
 
 /// Small deterministic generator, so a failing seed can be replayed.

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use occupancy::proto::occupancy_client::OccupancyClient;
 use occupancy::proto::watch_occupancy_response::Kind;
@@ -29,15 +29,7 @@ async fn occupied(client: &mut OccupancyClient<Channel>, channel: &str) -> bool 
 }
 
 async fn wait_for_memory(gate: &Occupancy) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gate.log_text().contains("following the change feed") {
-        assert!(
-            Instant::now() < deadline,
-            "the feed never came up:\n{}",
-            gate.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gate.wait_feed_up(Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -111,19 +103,19 @@ async fn a_killed_feed_falls_back_to_redis_and_resynchronises() {
         },
     )
     .await;
-    let log = gate.log_text();
-    assert!(log.contains("the change feed broke"), "{log}");
+    let breaks = gate.metric("occupancy_feed_breaks_total", &[]).await;
+    assert!(breaks >= 1.0, "the change feed broke: {breaks}");
 
     // Once the feed is back the copy is current again and answers from memory.
-    eventually(
+    gate.metric_becomes(
+        "occupancy_feed_follows_total",
+        &[],
         Duration::from_secs(10),
         "the feed is followed again",
-        || {
-            let text = gate.log_text();
-            async move { text.matches("following the change feed").count() >= 2 }
-        },
+        |follows| follows >= 2.0,
     )
     .await;
+    gate.wait_feed_up(Duration::from_secs(10)).await;
     assert!(occupied(&mut client, "behind-its-back").await);
     gate.send_webhook(&[("channel_vacated", "behind-its-back")])
         .await;

@@ -228,10 +228,15 @@ async fn redis_killed_mid_traffic_and_restarted_empty_is_repaired_by_the_recover
         "start-up and the recovery, nothing else"
     );
     assert_eq!(redis.members(SET).await, listed, "the 503 applied nothing");
+    let recovered = service
+        .metric(
+            "occupancy_reconcile_triggers_total",
+            &[r#"trigger="recovered""#],
+        )
+        .await;
     assert!(
-        service.log_text().contains("store recovered: reconciling"),
-        "{}",
-        service.log_text()
+        recovered >= 1.0,
+        "the store's recovery triggered a reconciliation: {recovered}"
     );
     assert!(is_occupied(&gate, "live-3").await.expect("answers"));
 }
@@ -286,10 +291,15 @@ async fn a_redis_demoted_to_a_read_only_replica_is_not_serving_until_promoted_ag
             .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     }
+    let read_only = service
+        .metric(
+            "occupancy_store_reconnects_total",
+            &[r#"reason="read_only""#],
+        )
+        .await;
     assert!(
-        service.log_text().contains("READONLY"),
-        "the demotion is logged: {}",
-        service.log_text()
+        read_only >= 1.0,
+        "the demotion (a READONLY answer) made the store reconnect: {read_only}"
     );
 
     let _: () = redis::cmd("REPLICAOF")
@@ -426,8 +436,12 @@ async fn a_start_up_reconcile_missed_while_redis_was_starting_is_made_up_soon() 
         "the start-up reconcile to fail on the missing Redis",
         || async {
             service
-                .log_text()
-                .contains("reconcile skipped: store unavailable")
+                .metric(
+                    "occupancy_reconcile_rounds_total",
+                    &[r#"result="store_unavailable""#],
+                )
+                .await
+                >= 1.0
         },
     )
     .await;
@@ -589,11 +603,14 @@ async fn a_connection_that_went_silent_is_rebuilt_after_repeated_timeouts() {
         Duration::from_secs(3),
     )
     .await;
+    let rebuilt = service
+        .metric(
+            "occupancy_store_reconnects_total",
+            &[r#"reason="timeouts""#],
+        )
+        .await;
     assert!(
-        service
-            .log_text()
-            .contains("Redis keeps timing out: reconnecting"),
-        "{}",
-        service.log_text()
+        rebuilt >= 1.0,
+        "the connection was replaced after repeated timeouts: {rebuilt}"
     );
 }

@@ -119,11 +119,7 @@ async fn rediss_with_a_private_ca_works_and_without_it_fails_closed() {
         .expect("SMEMBERS");
     assert_eq!(members, ["over-tls"]);
     // The feed rides TLS too: answers come from memory.
-    eventually(Duration::from_secs(10), "the feed over TLS", || {
-        let followed = trusted.log_text().contains("following the change feed");
-        async move { followed }
-    })
-    .await;
+    trusted.wait_feed_up(Duration::from_secs(10)).await;
 
     // Without the CA the server's certificate is not trusted: no connection, and no fallback.
     let untrusted = Occupancy::start(&[
@@ -152,9 +148,13 @@ async fn rediss_with_a_private_ca_works_and_without_it_fails_closed() {
         Some(NOT_SERVING),
         "stays down"
     );
+    let metrics = untrusted.metrics_text().await;
     assert!(
-        !untrusted.log_text().contains("following the change feed"),
-        "no feed without trust"
+        metrics.lines().any(|line| line == "occupancy_feed_up 0")
+            && metrics
+                .lines()
+                .any(|line| line == "occupancy_feed_follows_total 0"),
+        "no feed without trust:\n{metrics}"
     );
 }
 
@@ -195,9 +195,5 @@ async fn rediss_cluster_trusts_the_private_ca_on_every_node() {
     );
     let members = topology::smembers(&mut cluster.connection().await, "pusher:channels").await;
     assert_eq!(members, ["cluster-over-tls"]);
-    eventually(Duration::from_secs(10), "the feed over TLS", || {
-        let followed = service.log_text().contains("following the change feed");
-        async move { followed }
-    })
-    .await;
+    service.wait_feed_up(Duration::from_secs(10)).await;
 }

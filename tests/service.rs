@@ -133,3 +133,45 @@ async fn a_taken_port_fails_bind_and_names_the_listener() {
         "{err:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bound_addresses_are_written_to_the_listen_addrs_file() {
+    let stub = PusherStub::start().await;
+    let path = support::listen_addrs::temporary_path();
+    let mut config = config(&stub, None);
+    config.listen_addrs_file = Some(path.clone());
+    let service = Service::bind(config).await.expect("binds");
+    let text = std::fs::read_to_string(&path).expect("the file is there once bound");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        text,
+        format!(
+            "grpc={}\nhttp={}\nadmin={}\n",
+            service.grpc_addr(),
+            service.http_addr(),
+            service.admin_addr()
+        )
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("a directory"))
+        .expect("list the directory")
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let file = path.file_name().expect("a name").to_string_lossy();
+            name.starts_with(&*file) && name.ends_with(".tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary file left: {leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unwritable_listen_addrs_file_fails_bind_and_names_the_flag() {
+    let stub = PusherStub::start().await;
+    let mut config = config(&stub, None);
+    config.listen_addrs_file = Some("/nonexistent-directory/occupancy.addrs".into());
+    let err = Service::bind(config).await.expect_err("cannot write there");
+    assert!(
+        format!("{err:#}").contains("--listen-addrs-file / OCCUPANCY_LISTEN_ADDRS_FILE"),
+        "{err:#}"
+    );
+}

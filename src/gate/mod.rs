@@ -107,6 +107,7 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         let (occupied, store_unavailable) = match app.store.occupied(&publish.channels).await {
             Ok(occupied) => (occupied, false),
             Err(err @ StoreError::Unavailable(_)) if self.store_down == StoreDownPolicy::All => {
+                count(&metrics().publish_store_down, &[("app", &app.id)], 1);
                 tracing::warn!(app = %app.id, error = ?err, channels = publish.channels.len(), "store unavailable: publishing to every requested channel");
                 (vec![true; publish.channels.len()], true)
             }

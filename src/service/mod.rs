@@ -75,11 +75,26 @@ impl Service {
         );
         tracing::info!(addr = %listeners.http.local_addr()?, path = crate::webhook::WEBHOOK_PATH, "webhooks listening");
         tracing::info!(addr = %listeners.admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
-        Ok(Self {
+        let service = Self {
             config,
             stores,
             listeners,
-        })
+        };
+        if let Some(path) = &service.config.listen_addrs_file {
+            write_listen_addrs(
+                path,
+                service.grpc_addr(),
+                service.http_addr(),
+                service.admin_addr(),
+            )
+            .with_context(|| {
+                format!(
+                    "--listen-addrs-file / OCCUPANCY_LISTEN_ADDRS_FILE: cannot write {}",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(service)
     }
 
     /// Where the gRPC gate listens (with port 0 in the configuration, the port chosen).
@@ -146,6 +161,29 @@ impl Service {
 async fn drain_deadline(stop: CancellationToken, limit: std::time::Duration) {
     stop.cancelled().await;
     tokio::time::sleep(limit).await;
+}
+
+/// Writes the bound addresses as `key=value` lines to `path`, atomically: a temporary file in
+/// the same directory (so the rename stays on one file system), then renamed over `path`, so a
+/// reader polling for the file sees all three lines or no file.
+fn write_listen_addrs(
+    path: &std::path::Path,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    admin: SocketAddr,
+) -> std::io::Result<()> {
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+    })?;
+    let mut temporary = name.to_os_string();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = path.with_file_name(temporary);
+    let text = format!("grpc={grpc}\nhttp={http}\nadmin={admin}\n");
+    let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 fn local_addr(listener: &TcpListener) -> SocketAddr {

@@ -196,6 +196,9 @@ pub async fn run(backend: RedisBackend, shutdown: CancellationToken) {
         };
         backend.freshness().lost();
         if was_up {
+            let m = crate::metrics::metrics();
+            m.feed_breaks.inc();
+            m.feed_node.clear();
             tracing::warn!(error = ?result, "the change feed broke: answering from Redis until it is back");
             was_up = false;
         } else {
@@ -247,6 +250,12 @@ async fn follow(
     }
     backend.freshness().synced();
     if !*was_up {
+        let m = crate::metrics::metrics();
+        m.feed_follows.inc();
+        m.feed_node.clear();
+        m.feed_node
+            .get_or_create(&vec![("node", node.to_string())])
+            .set(1);
         tracing::info!(
             apps = caches.len(),
             node = %node,

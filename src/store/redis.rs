@@ -327,6 +327,7 @@ impl RedisBackend {
     /// refusals and drops too when the target can be looked up again (sentinels, a cluster).
     fn failed(&self, err: &RedisError) {
         if is_read_only(err) {
+            count(&metrics().store_reconnects, &[("reason", "read_only")], 1);
             tracing::warn!(
                 store = %self.shared.target_name,
                 "Redis answered READONLY (a replica, after a failover?): reconnecting"
@@ -342,6 +343,12 @@ impl RedisBackend {
         if counts {
             let count = self.shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
             if count >= FAILURES_BEFORE_REBUILD {
+                let reason = if err.is_timeout() {
+                    "timeouts"
+                } else {
+                    "failures"
+                };
+                crate::metrics::count(&metrics().store_reconnects, &[("reason", reason)], 1);
                 if err.is_timeout() {
                     tracing::warn!(failures = count, store = %self.shared.target_name, "Redis keeps timing out: reconnecting");
                 } else {

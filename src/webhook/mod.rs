@@ -143,6 +143,7 @@ async fn receive<S: OccupancyStore>(
 
     let sent_at = batch.time_ms;
     if batch.bound_future(crate::store::now_ms()) {
+        count(&metrics().webhook_future_bounded, &[("app", &app.id)], 1);
         tracing::warn!(app = %app.id, time_ms = sent_at, bounded_to = batch.time_ms, "webhook stamped in the future: is a clock wrong?");
     }
 

@@ -454,6 +454,8 @@ impl Occupancy {
         if !given("--admin-addr") {
             command.args(["--admin-addr", "127.0.0.1:0"]);
         }
+        let addrs_file = listen_addrs::temporary_path();
+        command.arg("--listen-addrs-file").arg(&addrs_file);
         if !given("--health-interval") {
             command.args(["--health-interval", "100ms"]);
         }
@@ -473,41 +475,30 @@ impl Occupancy {
             .expect("start the occupancy binary");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("OCCUPANCY_TEST_LOG").is_some() {
                     eprintln!("[occupancy] {line}");
                 }
-                let _ = tx.send(line.clone());
                 sink.lock().unwrap().push(line);
             }
         });
-        let (mut grpc_addr, mut http_addr, mut admin_addr) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while grpc_addr.is_none() || http_addr.is_none() || admin_addr.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+        // The addresses come from the file the service writes once bound, not from its log.
+        let addrs = listen_addrs::wait_for(&addrs_file, &mut child, Duration::from_secs(20))
+            .unwrap_or_else(|problem| {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
-                    "occupancy did not report its addresses; log:\n{}",
+                    "occupancy did not report its addresses ({problem}); log:\n{}",
                     log.lock().unwrap().join("\n")
                 )
             });
-            if line.contains("gRPC listening") {
-                grpc_addr = Some(addr_in(&line));
-            } else if line.contains("webhooks listening") {
-                http_addr = Some(addr_in(&line));
-            } else if line.contains("admin listening") {
-                admin_addr = Some(addr_in(&line));
-            }
-        }
         Self {
             child,
-            grpc_addr: grpc_addr.unwrap(),
-            http_addr: http_addr.unwrap(),
-            admin_addr: admin_addr.unwrap(),
+            grpc_addr: addrs.grpc,
+            http_addr: addrs.http,
+            admin_addr: addrs.admin,
             log,
             args: args.to_vec(),
         }
@@ -607,13 +598,6 @@ impl Occupancy {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
-}
-
-fn addr_in(line: &str) -> SocketAddr {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix("addr="))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no addr= in {line:?}"))
 }
 
 impl Drop for Occupancy {
@@ -754,3 +738,9 @@ impl RedisServer {
 
 /// A Pusher stand-in serving several apps, each with its own credentials.
 pub mod multi_app;
+
+/// The addresses a service started on port 0 writes with `--listen-addrs-file`.
+pub mod listen_addrs;
+
+/// State read from the service's admin listener: `/metrics` samples and `/readyz`.
+pub mod state;
