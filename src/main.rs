@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use occupancy::apps::{App, AppConfig, Apps};
 use occupancy::config::{Cli, Config, GrpcTls, StoreChoice};
 use occupancy::grpc_auth::BearerTokens;
+use occupancy::grpc_listener::{self, GrpcLimits};
 use occupancy::http_listener::HttpLimits;
 use occupancy::pusher::{Publisher, PublisherConfig};
 use occupancy::server::{Listeners, Settings, Shutdown, serve};
@@ -154,6 +155,7 @@ async fn run_with<S: OccupancyStore>(
         tokens = config.grpc_tokens.len(),
         "gRPC listening"
     );
+    warn_if_open_to_anyone(grpc.local_addr()?, &config);
     tracing::info!(addr = %http.local_addr()?, path = occupancy::webhook::WEBHOOK_PATH, "webhooks listening");
     tracing::info!(addr = %admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
 
@@ -176,6 +178,11 @@ async fn run_with<S: OccupancyStore>(
             reconcile_interval: config.reconcile_interval,
             grpc_tokens: BearerTokens::new(&config.grpc_tokens),
             grpc_tls: config.grpc_tls.as_ref().map(server_tls),
+            webhook_buffer_budget: config.webhook_buffer_budget,
+            grpc_limits: GrpcLimits {
+                handshake_timeout: config.grpc_handshake_timeout,
+                max_connections: config.grpc_max_connections,
+            },
         },
         Listeners { grpc, http, admin },
         shutdown,
@@ -194,6 +201,31 @@ async fn run_with<S: OccupancyStore>(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A gRPC listener anyone can call is a choice to make knowingly: `PublishIfOccupied` then lets
+/// whoever reaches the port push events into the app's `private-` and `presence-` channels.
+/// Said once at start-up and kept as a gauge for alerting.
+fn warn_if_open_to_anyone(addr: std::net::SocketAddr, config: &Config) {
+    let open = grpc_listener::is_open_to_anyone(
+        addr,
+        !config.grpc_tokens.is_empty(),
+        config
+            .grpc_tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some()),
+    );
+    occupancy::metrics::metrics()
+        .grpc_insecure
+        .set(i64::from(open));
+    if open {
+        tracing::warn!(
+            %addr,
+            "gRPC listens beyond loopback with neither --grpc-tokens nor client certificates: \
+             anyone who reaches this port can call PublishIfOccupied and push events into the \
+             app's private- and presence- channels"
+        );
+    }
 }
 
 /// tonic's TLS settings from the PEM files read at start-up.

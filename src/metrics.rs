@@ -49,6 +49,14 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     /// 1 while answers come from the local copy kept by the change feed.
     pub feed_up: Gauge,
+    /// Webhook body bytes reserved from the shared buffer budget right now.
+    pub webhook_buffered_bytes: Gauge,
+    /// Connections closed at once because a listener was at its cap, by `listener` (webhook,
+    /// grpc).
+    pub connections_refused: Counters,
+    /// 1 when gRPC listens beyond loopback with no way to tell callers apart (no tokens, no
+    /// client certificates): anyone who reaches the port can publish.
+    pub grpc_insecure: Gauge,
 }
 
 fn latency() -> Histogram {
@@ -71,6 +79,9 @@ impl Metrics {
             reconcile_repairs: Counters::default(),
             watch_streams: Gauge::default(),
             feed_up: Gauge::default(),
+            webhook_buffered_bytes: Gauge::default(),
+            connections_refused: Counters::default(),
+            grpc_insecure: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -129,6 +140,21 @@ impl Metrics {
             "feed_up",
             "1 while answers come from the local copy",
             metrics.feed_up.clone(),
+        );
+        registry.register(
+            "webhook_buffered_bytes",
+            "Webhook body bytes reserved from the shared buffer budget",
+            metrics.webhook_buffered_bytes.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the listener was at its cap",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "grpc_insecure",
+            "1 when gRPC listens beyond loopback without tokens or client certificates",
+            metrics.grpc_insecure.clone(),
         );
         Self {
             registry,

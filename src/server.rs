@@ -20,6 +20,7 @@ use crate::admin::{self, Readiness};
 use crate::apps::Apps;
 use crate::gate::{Coalescer, Gate, StoreDownPolicy};
 use crate::grpc_auth::BearerTokens;
+use crate::grpc_listener::{self, GrpcLimits};
 use crate::health;
 use crate::http_listener::{self, HttpLimits};
 use crate::proto::occupancy_server::OccupancyServer;
@@ -49,6 +50,10 @@ pub struct Settings<S> {
     pub grpc_tokens: BearerTokens,
     /// TLS for the gRPC listener (none: plaintext).
     pub grpc_tls: Option<ServerTlsConfig>,
+    /// Webhook body bytes buffered at once across all connections.
+    pub webhook_buffer_budget: usize,
+    /// Handshake timeout and connection cap of the gRPC listener.
+    pub grpc_limits: GrpcLimits,
 }
 
 /// The listeners, bound by the caller.
@@ -71,8 +76,9 @@ pub struct Shutdown {
     pub stop: CancellationToken,
 }
 
-/// Largest gRPC request accepted: 100 channel names of 164 bytes and 10 KB of data fit with
-/// room to spare; anything larger is a mistake or an attack.
+/// Largest gRPC request accepted, on every service (health and reflection, open without a
+/// token, included): 100 channel names of 164 bytes and 10 KB of data fit with room to spare;
+/// anything larger is a mistake or an attack.
 pub const GRPC_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Requests served at once on one gRPC connection (watch streams included).
 pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -123,7 +129,15 @@ pub async fn serve<S: OccupancyStore>(
         });
     }
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
     let readiness = Readiness::default();
+    // tonic's reporter starts at SERVING; nothing may be routed here before the store answered.
+    health::set_all(
+        &reporter,
+        &readiness,
+        tonic_health::ServingStatus::NotServing,
+    )
+    .await;
     let recovered = Arc::new(Notify::new());
     let health_task = tokio::spawn(health::track_store(
         settings.apps.clone(),
@@ -143,8 +157,12 @@ pub async fn serve<S: OccupancyStore>(
     });
 
     // v1 for current grpcurl and grpc tools, v1alpha for grpcurl before 1.8.8.
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let reflection_v1 = reflection()
+        .build_v1()?
+        .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()?
+        .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
 
     let coalescer = Arc::new(Coalescer::new(stop.clone()));
     let gate = Gate::new(
@@ -159,13 +177,15 @@ pub async fn serve<S: OccupancyStore>(
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT));
     if let Some(tls) = settings.grpc_tls {
-        builder = builder.tls_config(tls)?;
+        // A peer that starts a TLS handshake and stalls is dropped like a silent one.
+        builder = builder.tls_config(tls.timeout(settings.grpc_limits.handshake_timeout))?;
     }
     // TCP_NODELAY on every accepted socket: without it Nagle's algorithm holds each small
     // response until the client's delayed ACK, about 40 ms per unary call from Go clients.
     let incoming = TcpIncoming::from(listeners.grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
+    let incoming = grpc_listener::limit(incoming, settings.grpc_limits);
     let occupancy = OccupancyServer::new(gate).max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
     let grpc_server = builder
         .add_service(health_service)
@@ -182,6 +202,7 @@ pub async fn serve<S: OccupancyStore>(
         settings.webhook_keys,
         settings.webhook_body_limit,
         settings.webhook_body_timeout,
+        settings.webhook_buffer_budget,
     );
     let http_server =
         http_listener::serve(listeners.http, router, settings.http_limits, stop.clone());

@@ -754,3 +754,6 @@ impl RedisServer {
 
 /// A Pusher stand-in serving several apps, each with its own credentials.
 pub mod multi_app;
+
+/// Metrics, memory, health and raw sockets, read from outside the service.
+pub mod probe;
