@@ -61,8 +61,8 @@ async fn slow_bodies(addr: SocketAddr, peers: usize, declared: usize) -> Vec<Tcp
 async fn attack(gate: &Occupancy) -> (u64, (u64, u64), Vec<TcpStream>) {
     let (before, _) = memory(gate.pid());
     let held = slow_bodies(gate.http_addr, PEERS, DECLARED).await;
-    // Let the server read what it will of the held bodies.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the server read what it will of the held bodies (all 400 MiB of them, without a budget).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let during = memory(gate.pid());
     eprintln!(
         "{PEERS} peers x {} KiB: RSS {:.1} MiB before, {:.1} MiB during, peak {:.1} MiB",
@@ -105,14 +105,19 @@ async fn many_slow_bodies_stay_within_the_buffer_budget_and_pusher_gets_through_
     );
     let admin = gate.admin_url();
     // Eight bodies of 512 KiB fill the 4 MiB budget; every other peer is refused.
-    support::eventually(Duration::from_secs(5), "every other peer refused", || {
-        let admin = admin.clone();
-        async move {
-            metric(&admin, "occupancy_webhook_requests_total", &["over_budget"]).await
-                == (PEERS - 8) as f64
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = metric(&admin, "occupancy_webhook_requests_total", &["over_budget"]).await;
+        if refused == (PEERS - 8) as f64 {
+            break;
         }
-    })
-    .await;
+        assert!(
+            Instant::now() < deadline,
+            "{refused} of {PEERS} peers refused; metrics:\n{}",
+            support::probe::metrics_text(&admin).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let buffered = metric(&admin, "occupancy_webhook_buffered_bytes", &[]).await;
     assert_eq!(
         buffered,
@@ -346,4 +351,34 @@ async fn oversized_health_and_reflection_requests_are_refused() {
         );
     }
     gate_answers(&gate).await;
+}
+
+#[tokio::test]
+async fn with_tls_a_silent_or_stalled_handshake_is_closed_within_the_timeout() {
+    let pki = support::TestPki::create();
+    let gate = Occupancy::start(&[
+        "--grpc-tls-cert".into(),
+        pki.server_cert.display().to_string(),
+        "--grpc-tls-key".into(),
+        pki.server_key.display().to_string(),
+        "--grpc-handshake-timeout".into(),
+        "500ms".into(),
+    ]);
+    let mut silent = TcpStream::connect(gate.grpc_addr).await.expect("connect");
+    // The first 40 bytes of a TLS ClientHello (record header, handshake header, version,
+    // random), past the preface's 24 bytes, then nothing: tonic's TLS handshake timeout.
+    let mut stalled = TcpStream::connect(gate.grpc_addr).await.expect("connect");
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    hello.extend_from_slice(&[7u8; 29]);
+    stalled.write_all(&hello).await.expect("write");
+    for (name, stream) in [("silent", &mut silent), ("stalled TLS", &mut stalled)] {
+        let closed = closed_within(stream, Duration::from_secs(5)).await;
+        let closed = closed.unwrap_or_else(|| panic!("a {name} connection was kept open"));
+        assert!(
+            closed < Duration::from_millis(1500),
+            "a {name} connection was closed only after {closed:?}"
+        );
+    }
 }

@@ -12,18 +12,24 @@ use tonic_health::pb::health_client::HealthClient;
 /// The sum of the samples of `name` whose labels include every one of `labels`, from the
 /// admin listener's `/metrics`.
 pub async fn metric(admin_url: &str, name: &str, labels: &[&str]) -> f64 {
-    let text = reqwest::get(format!("{admin_url}/metrics"))
+    metrics_text(admin_url)
         .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
+        .lines()
         .filter(|l| {
             l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|label| l.contains(label))
         })
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
+}
+
+/// The admin listener's `/metrics`, as text.
+pub async fn metrics_text(admin_url: &str) -> String {
+    reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
 }
 
 /// Resident memory of process `pid` now and at its peak, in bytes (`VmRSS`, `VmHWM`).
