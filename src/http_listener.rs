@@ -26,6 +26,12 @@ use crate::refusals::{Refusals, WARN_PERIOD};
 
 static REFUSED: Refusals = Refusals::new("webhook connections refused: too many open", WARN_PERIOD);
 
+/// Largest request head (request line and headers) buffered per connection. hyper's default,
+/// about 400 KiB, let 800 peers sending endless header lines hold 70 MiB between them (measured,
+/// tests/exhaustion.rs); Pusher's heads are under 1 KiB. Also the most hyper buffers at once
+/// while reading a body. A head over it is answered 431 and the connection closed.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// Limits on what a stranger's connection may cost.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -77,6 +83,7 @@ pub async fn serve(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
             .keep_alive(true)
             .serve_connection(
                 TokioIo::new(stream),

@@ -382,3 +382,71 @@ async fn with_tls_a_silent_or_stalled_handshake_is_closed_within_the_timeout() {
         );
     }
 }
+
+/// Bytes of header lines each peer sends without ending its head: under hyper's default
+/// 400 KiB head buffer.
+const HEADER_FLOOD: usize = 380 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_peers_sending_endless_headers_stay_within_the_memory_bound() {
+    let gate = Occupancy::start(&["--http-header-timeout".into(), "30s".into()]);
+    let (before, _) = memory(gate.pid());
+    let mut lines = String::new();
+    while lines.len() < HEADER_FLOOD {
+        lines.push_str(&format!(
+            "X-Filler-{}: {}\r\n",
+            lines.len(),
+            "y".repeat(100)
+        ));
+    }
+    let head: Arc<[u8]> = format!("POST /webhooks/pusher HTTP/1.1\r\nHost: x\r\n{lines}")
+        .into_bytes()
+        .into();
+    let addr = gate.http_addr;
+    // One head over the 16 KiB limit is answered 431 and closed.
+    let mut one = TcpStream::connect(addr).await.expect("connect");
+    let _ = one.write_all(&head).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read_to_end(&mut one, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "an oversized head was kept open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+
+    let tasks: Vec<_> = (0..PEERS)
+        .map(|_| {
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.expect("connect");
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), stream.write_all(&head)).await;
+                stream
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for task in tasks {
+        held.push(task.await.expect("peer task"));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss, peak) = memory(gate.pid());
+    eprintln!(
+        "{PEERS} peers x {} KiB of headers: RSS {:.1} MiB before, {:.1} MiB during, peak {:.1} MiB",
+        HEADER_FLOOD / 1024,
+        mib(before),
+        mib(rss),
+        mib(peak)
+    );
+    assert!(
+        peak < RSS_BOUND,
+        "peak RSS {:.1} MiB over the {:.0} MiB bound",
+        mib(peak),
+        mib(RSS_BOUND)
+    );
+    drop(held);
+    let (status, body) = gate.send_webhook(&[("channel_occupied", "after")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
