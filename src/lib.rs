@@ -15,6 +15,7 @@ pub mod channel;
 pub mod config;
 pub mod gate;
 pub mod grpc_auth;
+pub mod grpc_budget;
 pub mod grpc_listener;
 pub mod health;
 pub mod http_listener;

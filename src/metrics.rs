@@ -57,6 +57,8 @@ pub struct Metrics {
     /// 1 when gRPC listens beyond loopback with no way to tell callers apart (no tokens, no
     /// client certificates): anyone who reaches the port can publish.
     pub grpc_insecure: Gauge,
+    /// gRPC requests failed before their handler saw them, by `reason` (buffer_budget).
+    pub grpc_requests_refused: Counters,
 }
 
 fn latency() -> Histogram {
@@ -82,6 +84,7 @@ impl Metrics {
             webhook_buffered_bytes: Gauge::default(),
             connections_refused: Counters::default(),
             grpc_insecure: Gauge::default(),
+            grpc_requests_refused: Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -155,6 +158,11 @@ impl Metrics {
             "grpc_insecure",
             "1 when gRPC listens beyond loopback without tokens or client certificates",
             metrics.grpc_insecure.clone(),
+        );
+        registry.register(
+            "grpc_requests_refused",
+            "gRPC requests failed before their handler saw them, by reason",
+            metrics.grpc_requests_refused.clone(),
         );
         Self {
             registry,

@@ -172,6 +172,8 @@ pub async fn serve<S: OccupancyStore>(
         stop.clone(),
     );
     let tokens = settings.grpc_tokens;
+    let budget =
+        crate::grpc_budget::RequestBudget::new(crate::grpc_budget::GRPC_BUFFER_BUDGET_BYTES);
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(GRPC_MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
@@ -188,6 +190,9 @@ pub async fn serve<S: OccupancyStore>(
     let incoming = grpc_listener::limit(incoming, settings.grpc_limits);
     let occupancy = OccupancyServer::new(gate).max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
     let grpc_server = builder
+        .layer(tower::util::MapRequestLayer::new(move |request| {
+            budget.wrap(request)
+        }))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

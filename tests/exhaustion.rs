@@ -25,6 +25,10 @@ const DECLARED: usize = 512 * 1024;
 /// Peak resident memory allowed during the attack: a quarter of a 256 MiB pod.
 const RSS_BOUND: u64 = 64 * 1024 * 1024;
 
+/// The attacks run one at a time: each moves hundreds of megabytes through loopback, and on two
+/// shared cores running them together only measures the machine.
+static ONE_ATTACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Opens `peers` connections that each send the public app key and `declared - 1` bytes of a
 /// `declared`-byte body, then stall. Returns the connections, held open.
 async fn slow_bodies(addr: SocketAddr, peers: usize, declared: usize) -> Vec<TcpStream> {
@@ -93,6 +97,7 @@ fn attack_args(budget: Option<&str>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_slow_bodies_stay_within_the_buffer_budget_and_pusher_gets_through_after() {
+    let _one = ONE_ATTACK_AT_A_TIME.lock().await;
     // The default budget (4 MiB) with the per-request limit raised to the old 512 KiB.
     let gate = Occupancy::start(&attack_args(None));
     let (_, (rss, peak), held) = attack(&gate).await;
@@ -151,6 +156,7 @@ async fn many_slow_bodies_stay_within_the_buffer_budget_and_pusher_gets_through_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "uses ~450 MB; run by hand for BENCHMARKS.md"]
 async fn without_the_budget_the_same_attack_takes_hundreds_of_megabytes() {
+    let _one = ONE_ATTACK_AT_A_TIME.lock().await;
     let gate = Occupancy::start(&attack_args(Some("1073741824")));
     let (_, (_, peak), held) = attack(&gate).await;
     assert!(
@@ -389,6 +395,7 @@ const HEADER_FLOOD: usize = 380 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_peers_sending_endless_headers_stay_within_the_memory_bound() {
+    let _one = ONE_ATTACK_AT_A_TIME.lock().await;
     let gate = Occupancy::start(&["--http-header-timeout".into(), "30s".into()]);
     let (before, _) = memory(gate.pid());
     let mut lines = String::new();
@@ -449,4 +456,93 @@ async fn many_peers_sending_endless_headers_stay_within_the_memory_bound() {
     drop(held);
     let (status, body) = gate.send_webhook(&[("channel_occupied", "after")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Partial health requests: on each of `connections` HTTP/2 connections, `streams` calls of
+/// `grpc.health.v1.Health/Check` that declare a message of `declared` bytes and send `sent` of
+/// them. Returns everything that keeps them open, and the calls' answers as they come.
+async fn partial_health_checks(
+    addr: SocketAddr,
+    connections: usize,
+    streams: usize,
+    declared: usize,
+    sent: usize,
+) -> (
+    Vec<Box<dyn std::any::Any + Send>>,
+    Vec<h2::client::ResponseFuture>,
+) {
+    let mut payload = vec![0u8];
+    payload.extend_from_slice(&(declared as u32).to_be_bytes());
+    payload.extend(std::iter::repeat_n(b'x', sent));
+    let payload = axum::body::Bytes::from(payload);
+    let mut keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..connections {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(connection);
+        for _ in 0..streams {
+            client = client.ready().await.expect("stream slot");
+            let request =
+                axum::http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .expect("request");
+            let (answer, mut send) = client.send_request(request, false).expect("send");
+            send.send_data(payload.clone(), false).expect("data");
+            answers.push(answer);
+            keep.push(Box::new(send));
+        }
+        keep.push(Box::new(client));
+    }
+    (keep, answers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_grpc_messages_on_many_streams_stay_within_the_buffer_budget() {
+    let _one = ONE_ATTACK_AT_A_TIME.lock().await;
+    let gate = Occupancy::start(&[]);
+    let (before, _) = memory(gate.pid());
+    // 4 connections x 250 streams x 60,000 bytes: 60 MB if every partial message were held.
+    let (keep, answers) = partial_health_checks(gate.grpc_addr, 4, 250, 65_000, 60_000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss, peak) = memory(gate.pid());
+    eprintln!(
+        "1000 partial 60,000-byte gRPC messages: RSS {:.1} MiB before, {:.1} MiB during, peak {:.1} MiB",
+        mib(before),
+        mib(rss),
+        mib(peak)
+    );
+    assert!(
+        peak < RSS_BOUND,
+        "peak RSS {:.1} MiB over the {:.0} MiB bound",
+        mib(peak),
+        mib(RSS_BOUND)
+    );
+    // The calls past the budget were answered RESOURCE_EXHAUSTED (8) at once.
+    let mut exhausted = 0;
+    for answer in answers {
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_millis(5), answer).await
+            && response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                == Some("8")
+        {
+            exhausted += 1;
+        }
+    }
+    let refused = metric(
+        &gate.admin_url(),
+        "occupancy_grpc_requests_refused_total",
+        &["buffer_budget"],
+    )
+    .await;
+    assert!(
+        exhausted > 500 && refused >= exhausted as f64,
+        "{exhausted} answered RESOURCE_EXHAUSTED, {refused} counted"
+    );
+    drop(keep);
+    gate_answers(&gate).await;
 }
