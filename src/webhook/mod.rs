@@ -12,8 +12,8 @@
 //! | 400 | the body is not a Pusher webhook |
 //! | 401 | `X-Pusher-Key` / `X-Pusher-Signature` missing, unknown or wrong |
 //! | 408 | the body did not arrive within the body timeout (connection closed) |
-//! | 431 | the request head is over [`crate::http_listener::MAX_HEAD_BYTES`] (answered by hyper before this handler runs) |
 //! | 413 | the body is over the configured limit, by its `Content-Length` before it is read or as it arrives (connection closed) |
+//! | 431 | the request head is over [`crate::http_listener::MAX_HEAD_BYTES`] (answered by hyper before this handler runs) |
 //! | 500 | the store answered with an error retrying will not fix |
 //! | 503 | the store cannot be reached, or the bytes buffered across all connections are at their budget (then the connection is closed, nothing of the body read): Pusher will retry |
 //!
