@@ -114,10 +114,25 @@ pub struct Cli {
     #[arg(long, env = "OCCUPANCY_PUSHER_TIMEOUT", default_value = "3s", value_parser = positive_duration)]
     pub pusher_timeout: Duration,
 
-    /// Largest webhook body accepted, in bytes; larger ones get 413. The default fits a full
-    /// batch of 20 events carrying 10 KB of client-event data each.
-    #[arg(long, env = "OCCUPANCY_WEBHOOK_BODY_LIMIT", default_value_t = 512 * 1024, value_parser = at_least_one)]
+    /// Largest webhook body accepted, in bytes; larger ones get 413. The default (64 KiB) is 30
+    /// times a batch of 20 channel-existence events; raise it if this URL also gets batched
+    /// client-event webhooks (up to 20 events of 10 KB data each).
+    #[arg(long, env = "OCCUPANCY_WEBHOOK_BODY_LIMIT", default_value_t = crate::webhook::DEFAULT_BODY_LIMIT, value_parser = at_least_one)]
     pub webhook_body_limit: usize,
+
+    /// Webhook body bytes buffered at once across all connections, in bytes; a request that
+    /// does not fit gets 503 and its connection is closed. At least --webhook-body-limit.
+    #[arg(long, env = "OCCUPANCY_WEBHOOK_BUFFER_BUDGET", default_value_t = crate::webhook::DEFAULT_BUFFER_BUDGET)]
+    pub webhook_buffer_budget: usize,
+
+    /// How long a new gRPC connection may take to send its HTTP/2 preface (and to finish the
+    /// TLS handshake); a silent connection is closed after it.
+    #[arg(long, env = "OCCUPANCY_GRPC_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub grpc_handshake_timeout: Duration,
+
+    /// Most gRPC connections open at once; more are closed at once.
+    #[arg(long, env = "OCCUPANCY_GRPC_MAX_CONNECTIONS", default_value_t = 1024, value_parser = at_least_one)]
+    pub grpc_max_connections: usize,
 
     /// How often the store is pinged to drive the gRPC health status (e.g. 1s).
     #[arg(long, env = "OCCUPANCY_HEALTH_INTERVAL", default_value = "1s", value_parser = positive_duration)]
@@ -245,6 +260,12 @@ pub struct Config {
     pub pusher_timeout: Duration,
     /// Webhook body limit in bytes.
     pub webhook_body_limit: usize,
+    /// Webhook body bytes buffered at once across all connections.
+    pub webhook_buffer_budget: usize,
+    /// gRPC handshake (preface) timeout.
+    pub grpc_handshake_timeout: Duration,
+    /// gRPC connection cap.
+    pub grpc_max_connections: usize,
     /// Health ping interval.
     pub health_interval: Duration,
     /// Tokens accepted on occupancy.v1 calls; empty means open.
@@ -313,6 +334,8 @@ impl Cli {
             }
             _ => StoreChoice::Memory,
         };
+        check_body_budget(self.webhook_body_limit, self.webhook_buffer_budget)?;
+        check_retention(self.retention)?;
 
         let grpc_tokens = match self.grpc_tokens.as_deref() {
             Some(raw) => parse_tokens(raw)?,
@@ -371,6 +394,9 @@ impl Cli {
                 .then_some(self.reconcile_interval),
             pusher_timeout: self.pusher_timeout,
             webhook_body_limit: self.webhook_body_limit,
+            webhook_buffer_budget: self.webhook_buffer_budget,
+            grpc_handshake_timeout: self.grpc_handshake_timeout,
+            grpc_max_connections: self.grpc_max_connections,
             health_interval: self.health_interval,
         })
     }
@@ -427,6 +453,42 @@ pub fn name_env_in_error(command: &clap::Command, mut err: clap::Error) -> clap:
         );
     }
     err
+}
+
+/// Pusher retries a webhook for five minutes: a retry that arrives later than the retention
+/// would find its channel's last event time forgotten and could undo a newer event.
+pub const MIN_RETENTION: Duration = Duration::from_secs(5 * 60);
+
+fn check_retention(retention: Duration) -> Result<(), ConfigError> {
+    if retention < MIN_RETENTION {
+        return Err(invalid(
+            "--retention / OCCUPANCY_RETENTION",
+            "must be at least 5m, Pusher's window of webhook retries (a late retry must still \
+             be ordered against newer events)",
+        ));
+    }
+    Ok(())
+}
+
+/// The buffer budget must hold one body at the limit, and fit what can be reserved at once.
+fn check_body_budget(limit: usize, budget: usize) -> Result<(), ConfigError> {
+    let max = crate::webhook::MAX_BUDGET_BYTES;
+    if budget > max {
+        return Err(invalid(
+            "--webhook-buffer-budget / OCCUPANCY_WEBHOOK_BUFFER_BUDGET",
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    if budget < limit {
+        return Err(invalid(
+            "--webhook-buffer-budget / OCCUPANCY_WEBHOOK_BUFFER_BUDGET",
+            format!(
+                "must be at least --webhook-body-limit / OCCUPANCY_WEBHOOK_BODY_LIMIT ({limit} \
+                 bytes), or no body at the limit could ever be read"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A duration that must be longer than zero: a zero timeout or interval would fail every
@@ -556,6 +618,28 @@ mod tests {
                 "OCCUPANCY_WEBHOOK_BODY_LIMIT",
             ),
             (&["--pusher-timeout", "0s"][..], "OCCUPANCY_PUSHER_TIMEOUT"),
+            (&["--retention", "4m59s"][..], "OCCUPANCY_RETENTION"),
+            (
+                &[
+                    "--webhook-body-limit",
+                    "100000",
+                    "--webhook-buffer-budget",
+                    "99999",
+                ][..],
+                "OCCUPANCY_WEBHOOK_BUFFER_BUDGET",
+            ),
+            (
+                &["--webhook-buffer-budget", "4294967296"][..],
+                "OCCUPANCY_WEBHOOK_BUFFER_BUDGET",
+            ),
+            (
+                &["--grpc-max-connections", "0"][..],
+                "OCCUPANCY_GRPC_MAX_CONNECTIONS",
+            ),
+            (
+                &["--grpc-handshake-timeout", "0s"][..],
+                "OCCUPANCY_GRPC_HANDSHAKE_TIMEOUT",
+            ),
         ] {
             let err = cli(args).err().expect("rejected").to_string();
             assert!(err.contains(option), "{err}");
@@ -611,5 +695,20 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn retention_of_pusher_retry_window_and_a_budget_of_one_body_are_accepted() {
+        let config = cli(&[
+            "--retention",
+            "5m",
+            "--webhook-body-limit",
+            "1000",
+            "--webhook-buffer-budget",
+            "1000",
+        ])
+        .expect("valid");
+        assert_eq!(config.retention, MIN_RETENTION);
+        assert_eq!(config.webhook_buffer_budget, 1000);
     }
 }

@@ -29,7 +29,7 @@ pub const SERVICE_NAMES: [&str; 2] = ["", crate::proto::occupancy_server::SERVIC
 /// step) until `shutdown` (the start of a drain: health turns `NOT_SERVING` at once), keeping
 /// `reporter` and `readiness` up to date, and notifies `recovered` when the store answers again
 /// after an outage. Starts `NOT_SERVING` so nothing is routed here before the first
-/// successful ping.
+/// successful ping, which is sent at once.
 pub async fn track_store<S: OccupancyStore>(
     apps: Arc<Apps<S>>,
     reporter: HealthReporter,
@@ -41,14 +41,23 @@ pub async fn track_store<S: OccupancyStore>(
     let mut current = ServingStatus::NotServing;
     set_all(&reporter, &readiness, current).await;
     let mut failures = 0u32;
+    // The first ping goes out at once: health turns SERVING as soon as the store answers, not
+    // an interval after the listeners opened.
+    let mut first = true;
     // Start-up counts as an outage: if the start-up reconcile found the store down, the first
     // SERVING makes it up at once instead of an interval later.
     let mut was_down = true;
     let jitter = jitter(interval);
     loop {
+        let wait = if first {
+            Duration::ZERO
+        } else {
+            interval + jitter
+        };
+        first = false;
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval + jitter) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         // The store has its own timeouts; this one guards against a ping that never returns.
         let limit = interval.max(Duration::from_secs(1));
@@ -106,7 +115,8 @@ fn jitter(interval: Duration) -> Duration {
     interval.mul_f64((seed % 1000) as f64 / 10_000.0)
 }
 
-async fn set_all(reporter: &HealthReporter, readiness: &Readiness, status: ServingStatus) {
+/// Reports `status` for every name in [`SERVICE_NAMES`] and on `/readyz`.
+pub async fn set_all(reporter: &HealthReporter, readiness: &Readiness, status: ServingStatus) {
     readiness.set(status == ServingStatus::Serving);
     for name in SERVICE_NAMES {
         reporter.set_service_status(name, status).await;

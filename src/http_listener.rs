@@ -6,11 +6,12 @@
 //! hyper's HTTP/1.1 (all Pusher speaks) with a header-read timeout (which also bounds how long an
 //! idle keep-alive connection may wait for its next request), TCP_NODELAY, and a permit from a
 //! fixed pool: past the cap, new connections are closed at once instead of queueing. The body
-//! read is bounded in the handler (see [`crate::webhook`]). Shutdown stops accepting, lets
+//! read is bounded in the handler (see [`crate::webhook`]): by a per-request limit and by a
+//! budget of bytes shared by all connections, so many slow peers cannot exhaust memory either. Shutdown stops accepting, lets
 //! requests in flight finish and closes idle connections.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -19,6 +20,17 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{count, metrics};
+use crate::refusals::{Refusals, WARN_PERIOD};
+
+static REFUSED: Refusals = Refusals::new("webhook connections refused: too many open", WARN_PERIOD);
+
+/// Largest request head (request line and headers) buffered per connection. hyper's default,
+/// about 400 KiB, let 800 peers sending endless header lines hold 70 MiB between them (measured,
+/// tests/exhaustion.rs); Pusher's heads are under 1 KiB. Also the most hyper buffers at once
+/// while reading a body. A head over it is answered 431 and the connection closed.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Limits on what a stranger's connection may cost.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +51,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut refused_since = None::<Instant>;
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -54,12 +65,15 @@ pub async fn serve(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            crate::metrics::metrics().webhook_connections_refused.inc();
-            // Warn at most once a second; the count is in the log of the next warning's gap.
-            if refused_since.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                tracing::warn!(limit = limits.max_connections, %peer, "webhook connection refused: too many open");
-                refused_since = Some(Instant::now());
-            }
+            count(
+                &metrics().connections_refused,
+                &[("listener", "webhook")],
+                1,
+            );
+            REFUSED.record(&format_args!(
+                "limit {}, latest from {peer}",
+                limits.max_connections
+            ));
             drop(stream);
             continue;
         };
@@ -69,6 +83,7 @@ pub async fn serve(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
             .keep_alive(true)
             .serve_connection(
                 TokioIo::new(stream),

@@ -54,8 +54,6 @@ pub struct Metrics {
     pub publish_store_down: Counters,
     /// Webhooks stamped ahead of this clock whose time was bounded, by `app`.
     pub webhook_future_bounded: Counters,
-    /// Webhook connections closed at once because `--http-max-connections` were open.
-    pub webhook_connections_refused: Counter,
     /// Redis connections replaced, by `reason` (`read_only`: a demoted primary answered
     /// READONLY; `timeouts`, `failures`: several in a row).
     pub store_reconnects: Counters,
@@ -72,6 +70,16 @@ pub struct Metrics {
     pub feed_breaks: Counter,
     /// 1 for the Redis node whose change feed is followed (`node`); none while not following.
     pub feed_node: Family<Labels, Gauge>,
+    /// Webhook body bytes reserved from the shared buffer budget right now.
+    pub webhook_buffered_bytes: Gauge,
+    /// Connections closed at once because a listener was at its cap, by `listener` (webhook,
+    /// grpc).
+    pub connections_refused: Counters,
+    /// 1 when gRPC listens beyond loopback with no way to tell callers apart (no tokens, no
+    /// client certificates): anyone who reaches the port can publish.
+    pub grpc_insecure: Gauge,
+    /// gRPC requests failed before their handler saw them, by `reason` (buffer_budget).
+    pub grpc_requests_refused: Counters,
 }
 
 fn latency() -> Histogram {
@@ -96,13 +104,16 @@ impl Metrics {
             feed_up: Gauge::default(),
             publish_store_down: Counters::default(),
             webhook_future_bounded: Counters::default(),
-            webhook_connections_refused: Counter::default(),
             store_reconnects: Counters::default(),
             reconcile_triggers: Counters::default(),
             reconcile_rounds: Counters::default(),
             feed_follows: Counter::default(),
             feed_breaks: Counter::default(),
             feed_node: Family::default(),
+            webhook_buffered_bytes: Gauge::default(),
+            connections_refused: Counters::default(),
+            grpc_insecure: Gauge::default(),
+            grpc_requests_refused: Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -173,11 +184,6 @@ impl Metrics {
             metrics.webhook_future_bounded.clone(),
         );
         registry.register(
-            "webhook_connections_refused",
-            "Webhook connections closed because the connection cap was reached",
-            metrics.webhook_connections_refused.clone(),
-        );
-        registry.register(
             "store_reconnects",
             "Redis connections replaced, by reason",
             metrics.store_reconnects.clone(),
@@ -206,6 +212,26 @@ impl Metrics {
             "feed_node",
             "1 for the Redis node whose change feed is followed",
             metrics.feed_node.clone(),
+        );
+        registry.register(
+            "webhook_buffered_bytes",
+            "Webhook body bytes reserved from the shared buffer budget",
+            metrics.webhook_buffered_bytes.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the listener was at its cap",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "grpc_insecure",
+            "1 when gRPC listens beyond loopback without tokens or client certificates",
+            metrics.grpc_insecure.clone(),
+        );
+        registry.register(
+            "grpc_requests_refused",
+            "gRPC requests failed before their handler saw them, by reason",
+            metrics.grpc_requests_refused.clone(),
         );
         Self {
             registry,

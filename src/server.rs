@@ -19,6 +19,7 @@ use crate::admin::{self, Readiness};
 use crate::apps::Apps;
 use crate::gate::{Coalescer, Gate, StoreDownPolicy};
 use crate::grpc_auth::BearerTokens;
+use crate::grpc_listener::{self, GrpcLimits};
 use crate::health;
 use crate::http_listener::{self, HttpLimits};
 use crate::proto::occupancy_server::OccupancyServer;
@@ -49,6 +50,10 @@ pub struct Settings<S> {
     pub grpc_tokens: BearerTokens,
     /// TLS for the gRPC listener (none: plaintext).
     pub grpc_tls: Option<ServerTlsConfig>,
+    /// Webhook body bytes buffered at once across all connections.
+    pub webhook_buffer_budget: usize,
+    /// Handshake timeout and connection cap of the gRPC listener.
+    pub grpc_limits: GrpcLimits,
 }
 
 /// The listeners, bound by the caller.
@@ -71,8 +76,9 @@ pub struct Shutdown {
     pub stop: CancellationToken,
 }
 
-/// Largest gRPC request accepted: 100 channel names of 164 bytes and 10 KB of data fit with
-/// room to spare; anything larger is a mistake or an attack.
+/// Largest gRPC request accepted, on every service (health and reflection, open without a
+/// token, included): 100 channel names of 164 bytes and 10 KB of data fit with room to spare;
+/// anything larger is a mistake or an attack.
 pub const GRPC_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Requests served at once on one gRPC connection (watch streams included).
 pub const GRPC_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -112,7 +118,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// Spawns the gRPC gate, the webhook and admin listeners, health and reconciliation into
 /// `tasks`, all serving until `shutdown.stop`. Returns the coalescer whose held updates the
 /// caller sends once every server has drained.
-pub(crate) fn spawn<S: OccupancyStore>(
+pub(crate) async fn spawn<S: OccupancyStore>(
     settings: Settings<S>,
     listeners: Listeners,
     shutdown: Shutdown,
@@ -135,7 +141,15 @@ pub(crate) fn spawn<S: OccupancyStore>(
         });
     }
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_service = health_service.max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
     let readiness = Readiness::default();
+    // tonic's reporter starts at SERVING; nothing may be routed here before the store answered.
+    health::set_all(
+        &reporter,
+        &readiness,
+        tonic_health::ServingStatus::NotServing,
+    )
+    .await;
     let recovered = Arc::new(Notify::new());
     {
         let health = health::track_store(
@@ -163,8 +177,12 @@ pub(crate) fn spawn<S: OccupancyStore>(
     }
 
     // v1 for current grpcurl and grpc tools, v1alpha for grpcurl before 1.8.8.
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let reflection_v1 = reflection()
+        .build_v1()?
+        .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()?
+        .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
 
     let coalescer = Arc::new(Coalescer::new(stop.clone()));
     let gate = Gate::new(
@@ -174,20 +192,27 @@ pub(crate) fn spawn<S: OccupancyStore>(
         stop.clone(),
     );
     let tokens = settings.grpc_tokens;
+    let budget =
+        crate::grpc_budget::RequestBudget::new(crate::grpc_budget::GRPC_BUFFER_BUDGET_BYTES);
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(GRPC_MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT));
     if let Some(tls) = settings.grpc_tls {
-        builder = builder.tls_config(tls)?;
+        // A peer that starts a TLS handshake and stalls is dropped like a silent one.
+        builder = builder.tls_config(tls.timeout(settings.grpc_limits.handshake_timeout))?;
     }
     // TCP_NODELAY on every accepted socket: without it Nagle's algorithm holds each small
     // response until the client's delayed ACK, about 40 ms per unary call from Go clients.
     let incoming = TcpIncoming::from(listeners.grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
+    let incoming = grpc_listener::limit(incoming, settings.grpc_limits);
     let occupancy = OccupancyServer::new(gate).max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
     let grpc_server = builder
+        .layer(tower::util::MapRequestLayer::new(move |request| {
+            budget.wrap(request)
+        }))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -205,6 +230,7 @@ pub(crate) fn spawn<S: OccupancyStore>(
         settings.webhook_keys,
         settings.webhook_body_limit,
         settings.webhook_body_timeout,
+        settings.webhook_buffer_budget,
     );
     let http_server =
         http_listener::serve(listeners.http, router, settings.http_limits, stop.clone());

@@ -241,9 +241,9 @@ async fn replayed_old_webhooks_change_nothing(kind: StoreKind) {
 }
 
 async fn events_outside_a_short_retention_are_stale(kind: StoreKind) {
-    let env = Env::start(kind, &["--retention", "1s"]).await;
+    let env = Env::start(kind, &["--retention", "5m"]).await;
     let counts = env
-        .webhook_at(now_ms() - 2000, &[("channel_occupied", "old")])
+        .webhook_at(now_ms() - 6 * 60 * 1000, &[("channel_occupied", "old")])
         .await;
     assert_eq!(
         counts,
@@ -251,7 +251,7 @@ async fn events_outside_a_short_retention_are_stale(kind: StoreKind) {
             stale: 1,
             ..Counts::default()
         },
-        "2 s old with --retention 1s"
+        "6 min old with --retention 5m (the shortest allowed)"
     );
     assert!(!env.occupied("old").await);
     // A fresh one still applies, so the retention is what made the first stale.

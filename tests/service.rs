@@ -50,6 +50,8 @@ async fn admin_get(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
 /// Binds, serves a webhook and a gate call, and stops, reading everything from the service.
 async fn serve_and_stop(redis: Option<&RedisServer>) {
     let stub = PusherStub::start().await;
+    // Reconciliation runs as configured by default: Pusher's list must agree with the webhook.
+    stub.set_listing(&["private-job-1"], Duration::ZERO);
     let service = Service::bind(config(&stub, redis)).await.expect("binds");
     let (grpc, http, admin) = (
         service.grpc_addr(),

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apps::{App, Apps};
 use crate::config::{Config, GrpcTls, StoreChoice};
 use crate::grpc_auth::BearerTokens;
+use crate::grpc_listener::{self, GrpcLimits};
 use crate::http_listener::HttpLimits;
 use crate::pusher::{Publisher, PublisherConfig};
 use crate::server::{Listeners, Settings};
@@ -73,6 +74,7 @@ impl Service {
             tokens = config.grpc_tokens.len(),
             "gRPC listening"
         );
+        warn_if_open_to_anyone(listeners.grpc.local_addr()?, &config);
         tracing::info!(addr = %listeners.http.local_addr()?, path = crate::webhook::WEBHOOK_PATH, "webhooks listening");
         tracing::info!(addr = %listeners.admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
         let service = Self {
@@ -127,7 +129,7 @@ impl Service {
         let coalescer = match stores {
             Stores::Memory(stores) => {
                 let settings = settings(&config, stores)?;
-                crate::server::spawn(settings, listeners, shutdown, &mut tasks)?
+                crate::server::spawn(settings, listeners, shutdown, &mut tasks).await?
             }
             Stores::Redis { backend, stores } => {
                 let feed = backend.run_feed(stop.clone());
@@ -136,7 +138,7 @@ impl Service {
                     Ok(())
                 });
                 let settings = settings(&config, stores)?;
-                crate::server::spawn(settings, listeners, shutdown, &mut tasks)?
+                crate::server::spawn(settings, listeners, shutdown, &mut tasks).await?
             }
         };
         let finished = async {
@@ -291,7 +293,35 @@ fn settings<S: OccupancyStore>(config: &Config, stores: Vec<S>) -> Result<Settin
         reconcile_interval: config.reconcile_interval,
         grpc_tokens: BearerTokens::new(&config.grpc_tokens),
         grpc_tls: config.grpc_tls.as_ref().map(server_tls),
+        webhook_buffer_budget: config.webhook_buffer_budget,
+        grpc_limits: GrpcLimits {
+            handshake_timeout: config.grpc_handshake_timeout,
+            max_connections: config.grpc_max_connections,
+        },
     })
+}
+
+/// A gRPC listener anyone can call is a choice to make knowingly: `PublishIfOccupied` then lets
+/// whoever reaches the port push events into the app's `private-` and `presence-` channels.
+/// Said once at start-up and kept as a gauge for alerting.
+fn warn_if_open_to_anyone(addr: SocketAddr, config: &Config) {
+    let open = grpc_listener::is_open_to_anyone(
+        addr,
+        !config.grpc_tokens.is_empty(),
+        config
+            .grpc_tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some()),
+    );
+    crate::metrics::metrics().grpc_insecure.set(i64::from(open));
+    if open {
+        tracing::warn!(
+            %addr,
+            "gRPC listens beyond loopback with neither --grpc-tokens nor client certificates: \
+             anyone who reaches this port can call PublishIfOccupied and push events into the \
+             app's private- and presence- channels"
+        );
+    }
 }
 
 /// tonic's TLS settings from the PEM files read at start-up.

@@ -11,11 +11,16 @@
 //! | 200 | the batch was applied (stale, unusable and other events counted, not applied) |
 //! | 400 | the body is not a Pusher webhook |
 //! | 401 | `X-Pusher-Key` / `X-Pusher-Signature` missing, unknown or wrong |
-//! | 408 | the body did not arrive within the body timeout |
-//! | 413 | the body is over the configured limit |
+//! | 408 | the body did not arrive within the body timeout (connection closed) |
+//! | 413 | the body is over the configured limit, by its `Content-Length` before it is read or as it arrives (connection closed) |
+//! | 431 | the request head is over [`crate::http_listener::MAX_HEAD_BYTES`] (answered by hyper before this handler runs) |
 //! | 500 | the store answered with an error retrying will not fix |
-//! | 503 | the store cannot be reached: Pusher will retry |
+//! | 503 | the store cannot be reached, or the bytes buffered across all connections are at their budget (then the connection is closed, nothing of the body read): Pusher will retry |
+//!
+//! Refusals that a stranger can cause (every check before the signature) are logged at most
+//! once per [`crate::refusals::WARN_PERIOD`] each, with a count; `/metrics` counts every one.
 
+mod budget;
 mod payload;
 mod signature;
 
@@ -24,40 +29,65 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+pub use self::budget::{BodyBudget, MAX_BUDGET_BYTES};
 pub use self::payload::Batch;
 pub use self::signature::{WebhookKey, WebhookKeys, sign};
 use crate::apps::Apps;
 use crate::metrics::{count, metrics};
+use crate::refusals::{Refusals, WARN_PERIOD};
 use crate::store::{Occupancy, OccupancyStore};
 
 /// The path Pusher is configured to post to.
 pub const WEBHOOK_PATH: &str = "/webhooks/pusher";
+
+/// Default largest body: 64 KiB. A webhook of the "channel existence" kind (all this service
+/// reads) is about 70 bytes an event, so even a batch of 20 is under 2 KiB; the limit leaves 30
+/// times that. Apps that also send `client_event` or presence webhooks to this URL with
+/// batching on can send up to 20 events of 10 KB data each: raise `--webhook-body-limit` for them.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// Default budget of body bytes buffered across all connections: 4 MiB, 64 bodies at the
+/// default limit or about 2,000 typical webhooks at once, a small part of a 256 MiB pod.
+pub const DEFAULT_BUFFER_BUDGET: usize = 4 * 1024 * 1024;
+
+static BAD_KEY: Refusals = Refusals::new("webhooks rejected: bad key", WARN_PERIOD);
+static BAD_SIGNATURE: Refusals = Refusals::new("webhooks rejected: bad signature", WARN_PERIOD);
+static TOO_LARGE: Refusals = Refusals::new("webhooks rejected: body over the limit", WARN_PERIOD);
+static TOO_SLOW: Refusals = Refusals::new("webhooks rejected: body too slow", WARN_PERIOD);
+static UNREADABLE: Refusals = Refusals::new("webhook bodies could not be read", WARN_PERIOD);
+static OVER_BUDGET: Refusals = Refusals::new(
+    "webhooks refused with 503: the webhook buffer budget is spent",
+    WARN_PERIOD,
+);
 
 struct WebhookState<S> {
     apps: Arc<Apps<S>>,
     keys: WebhookKeys,
     body_limit: usize,
     body_timeout: Duration,
+    budget: BodyBudget,
 }
 
 /// The axum router serving [`WEBHOOK_PATH`], rejecting bodies over `body_limit` bytes or not
-/// received within `body_timeout`.
+/// received within `body_timeout`, and refusing requests once `buffer_budget` bytes of bodies
+/// are buffered across all connections.
 pub fn router<S: OccupancyStore>(
     apps: Arc<Apps<S>>,
     keys: WebhookKeys,
     body_limit: usize,
     body_timeout: Duration,
+    buffer_budget: usize,
 ) -> Router {
     let state = Arc::new(WebhookState {
         apps,
         keys,
         body_limit,
         body_timeout,
+        budget: BodyBudget::new(buffer_budget),
     });
     Router::new()
         .route(WEBHOOK_PATH, post(receive::<S>))
@@ -75,9 +105,33 @@ async fn receive<S: OccupancyStore>(
         Ok(key) => key,
         Err(err) => {
             outcome("bad_key");
-            tracing::warn!(reason = %err, "webhook rejected: bad key");
+            BAD_KEY.record(&err);
             return answer(StatusCode::UNAUTHORIZED, &err.to_string());
         }
+    };
+    // Bytes are reserved before any is read: a declared length over the limit is refused on
+    // the headers, and a body without one may take up to the limit.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.body_limit as u64) {
+        outcome("too_large");
+        TOO_LARGE.record(&format_args!("limit {} bytes", state.body_limit));
+        return closing(answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body is over the webhook size limit",
+        ));
+    }
+    let wanted = declared.map_or(state.body_limit, |n| n as usize);
+    let Some(_reservation) = state.budget.try_reserve(wanted) else {
+        outcome("over_budget");
+        OVER_BUDGET.record(&format_args!("{wanted} bytes asked"));
+        return closing(answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many webhook bodies in flight; retry later",
+        ));
     };
     let read = tokio::time::timeout(
         state.body_timeout,
@@ -86,11 +140,11 @@ async fn receive<S: OccupancyStore>(
     let body = match read.await {
         Err(_) => {
             outcome("body_timeout");
-            tracing::warn!(timeout = ?state.body_timeout, "webhook rejected: body too slow");
-            return answer(
+            TOO_SLOW.record(&format_args!("timeout {:?}", state.body_timeout));
+            return closing(answer(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body was not received in time",
-            );
+            ));
         }
         Ok(Ok(body)) => body,
         Ok(Err(err)) => {
@@ -98,19 +152,16 @@ async fn receive<S: OccupancyStore>(
             let too_large = std::error::Error::source(&err)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             outcome(if too_large { "too_large" } else { "unreadable" });
-            return if too_large {
-                tracing::warn!(
-                    limit = state.body_limit,
-                    "webhook rejected: body over the limit"
-                );
+            return closing(if too_large {
+                TOO_LARGE.record(&format_args!("limit {} bytes", state.body_limit));
                 answer(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body is over the webhook size limit",
                 )
             } else {
-                tracing::warn!(%err, "webhook body could not be read");
+                UNREADABLE.record(&err);
                 answer(StatusCode::BAD_REQUEST, "the body could not be read")
-            };
+            });
         }
     };
 
@@ -127,7 +178,7 @@ async fn receive<S: OccupancyStore>(
         }
         Err(err) => {
             outcome("bad_signature");
-            tracing::warn!(reason = %err, "webhook rejected: bad signature");
+            BAD_SIGNATURE.record(&err);
             return answer(StatusCode::UNAUTHORIZED, &err.to_string());
         }
     };
@@ -217,6 +268,15 @@ async fn receive<S: OccupancyStore>(
 
 fn outcome(outcome: &str) {
     count(&metrics().webhook_requests, &[("outcome", outcome)], 1);
+}
+
+/// `response` with `Connection: close`: the rest of a body not read (or cut off) must not be
+/// taken for the next request, and a peer refused for load should not keep the socket.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// An error answer: `{"error": reason}`, so Pusher's dashboard and operators see why.

@@ -744,3 +744,6 @@ pub mod listen_addrs;
 
 /// State read from the service's admin listener: `/metrics` samples and `/readyz`.
 pub mod state;
+
+/// Metrics, memory, health and raw sockets, read from outside the service.
+pub mod probe;
