@@ -20,6 +20,7 @@ pub mod http_listener;
 pub mod metrics;
 pub mod proto;
 pub mod pusher;
+pub mod pusher_api;
 pub mod reconcile;
 pub mod server;
 pub mod store;

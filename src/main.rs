@@ -16,6 +16,7 @@ use occupancy::config::{Cli, Config, GrpcTls, StoreChoice};
 use occupancy::grpc_auth::BearerTokens;
 use occupancy::http_listener::HttpLimits;
 use occupancy::pusher::{Publisher, PublisherConfig};
+use occupancy::pusher_api::{AppKeys, PusherApiSettings};
 use occupancy::server::{Listeners, Settings, Shutdown, serve};
 use occupancy::store::{MemoryStore, OccupancyStore, RedisBackend, RedisStoreConfig, StoreKeys};
 use occupancy::webhook::{WebhookKey, WebhookKeys};
@@ -156,6 +157,26 @@ async fn run_with<S: OccupancyStore>(
     );
     tracing::info!(addr = %http.local_addr()?, path = occupancy::webhook::WEBHOOK_PATH, "webhooks listening");
     tracing::info!(addr = %admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
+    let pusher_api = match config.pusher_api_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen for Pusher API requests (--pusher-api-addr) on {addr}")
+            })?;
+            tracing::info!(addr = %listener.local_addr()?, max_event_bytes = config.max_event_bytes, "Pusher API listening (/apps/{{id}}/events, /batch_events, ...)");
+            Some(listener)
+        }
+        None => None,
+    };
+    let pusher_api_keys = config
+        .apps
+        .iter()
+        .map(|app| AppKeys {
+            app_id: app.id.clone(),
+            keys: std::iter::once((app.key.clone(), app.secret.clone()))
+                .chain(app.extra_keys.iter().cloned())
+                .collect(),
+        })
+        .collect();
 
     let shutdown = Shutdown::default();
     let stopped = shutdown.stop.clone();
@@ -176,8 +197,19 @@ async fn run_with<S: OccupancyStore>(
             reconcile_interval: config.reconcile_interval,
             grpc_tokens: BearerTokens::new(&config.grpc_tokens),
             grpc_tls: config.grpc_tls.as_ref().map(server_tls),
+            pusher_api: Some(PusherApiSettings {
+                keys: pusher_api_keys,
+                max_event_bytes: config.max_event_bytes,
+                body_timeout: config.http_body_timeout,
+                store_down: config.store_down,
+            }),
         },
-        Listeners { grpc, http, admin },
+        Listeners {
+            grpc,
+            http,
+            admin,
+            pusher_api,
+        },
         shutdown,
     );
     // The drain is bounded: once the listeners close, whatever is still open after

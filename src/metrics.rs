@@ -49,6 +49,10 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     /// 1 while answers come from the local copy kept by the change feed.
     pub feed_up: Gauge,
+    /// Requests to the Pusher API listener, by `endpoint` (events, batch_events, channels,
+    /// users, other) and `outcome` (forwarded, dropped, upstream_error, unreachable, timeout,
+    /// unauthorized, bad_request, too_large, unknown_app, ...).
+    pub pusher_api_requests: Counters,
 }
 
 fn latency() -> Histogram {
@@ -71,6 +75,7 @@ impl Metrics {
             reconcile_repairs: Counters::default(),
             watch_streams: Gauge::default(),
             feed_up: Gauge::default(),
+            pusher_api_requests: Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -129,6 +134,11 @@ impl Metrics {
             "feed_up",
             "1 while answers come from the local copy",
             metrics.feed_up.clone(),
+        );
+        registry.register(
+            "pusher_api_requests",
+            "Requests to the Pusher API listener by endpoint and outcome",
+            metrics.pusher_api_requests.clone(),
         );
         Self {
             registry,

@@ -23,6 +23,7 @@ use crate::grpc_auth::BearerTokens;
 use crate::health;
 use crate::http_listener::{self, HttpLimits};
 use crate::proto::occupancy_server::OccupancyServer;
+use crate::pusher_api::{self, PusherApiSettings};
 use crate::reconcile;
 use crate::store::OccupancyStore;
 use crate::webhook::{self, WebhookKeys};
@@ -49,6 +50,8 @@ pub struct Settings<S> {
     pub grpc_tokens: BearerTokens,
     /// TLS for the gRPC listener (none: plaintext).
     pub grpc_tls: Option<ServerTlsConfig>,
+    /// The Pusher API listener's settings (used when its listener is given).
+    pub pusher_api: Option<PusherApiSettings>,
 }
 
 /// The listeners, bound by the caller.
@@ -60,6 +63,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// Metrics and HTTP probes; keep it private.
     pub admin: TcpListener,
+    /// Pusher's HTTP API, answered by the gate (`--pusher-api-addr`); none: not served.
+    pub pusher_api: Option<TcpListener>,
 }
 
 /// The two phases of a shutdown. Cancelling `stop` alone implies draining.
@@ -177,6 +182,16 @@ pub async fn serve<S: OccupancyStore>(
         ))
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
 
+    // The Pusher API listener: the same hardening as the webhook port, over the same apps.
+    let pusher_api_server = match (listeners.pusher_api, settings.pusher_api) {
+        (Some(listener), Some(api)) => Some(http_listener::serve(
+            listener,
+            pusher_api::router(settings.apps.clone(), api),
+            settings.http_limits,
+            stop.clone(),
+        )),
+        _ => None,
+    };
     let router = webhook::router(
         settings.apps,
         settings.webhook_keys,
@@ -192,6 +207,12 @@ pub async fn serve<S: OccupancyStore>(
         async { grpc_server.await.map_err(ServeError::from) },
         async { http_server.await.map_err(ServeError::from) },
         async { admin_server.await.map_err(ServeError::from) },
+        async {
+            match pusher_api_server {
+                Some(server) => server.await.map_err(ServeError::from),
+                None => Ok(()),
+            }
+        },
     );
     // If one server failed, stop the others and the background tasks too.
     stop.cancel();

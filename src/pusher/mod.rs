@@ -3,4 +3,5 @@
 mod publisher;
 pub mod signing;
 
+pub(crate) use self::publisher::Upstream;
 pub use self::publisher::{PublishError, Publisher, PublisherConfig, cluster_url, error_chain};
