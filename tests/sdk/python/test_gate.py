@@ -294,3 +294,24 @@ def test_a_wrong_secret_is_refused_with_bad_auth_and_nothing_is_forwarded():
         pusher_at(PORT, secret="not-the-secret").trigger(channel, "forged", {})
 
     assert_never_forwarded(channel)
+
+
+def test_data_over_the_gates_limit_is_refused_with_bad_status_413_and_nothing_is_forwarded():
+    channel = unique("too-big-")
+    occupy(channel)
+
+    with pytest.raises(pusher.errors.PusherBadStatus) as error:
+        client.trigger(channel, "big", "x" * 11 * 1024)
+
+    assert str(error.value).startswith("413: ")
+    assert_never_forwarded(channel)
+
+
+def test_an_app_id_the_gate_does_not_serve_is_answered_bad_status_404():
+    channel = unique("other-app-")
+
+    with pytest.raises(pusher.errors.PusherBadStatus) as error:
+        pusher_at(PORT, app_id="999999").trigger(channel, "x", {})
+
+    assert str(error.value).startswith("404: ")
+    assert_never_forwarded(channel)

@@ -18,7 +18,7 @@ const {
   upstreamAnswers,
   upstreamLists,
   decrypt,
-} = require("./helpers")
+} = require("../harness")
 
 const pusher = pusherAt()
 const eventsPath = `/apps/${config.appId}/events`
@@ -349,6 +349,21 @@ describe("errors", () => {
       assert.equal(err.error.code, "ECONNREFUSED")
       return true
     })
+  })
+
+  test("data over the gate's limit is refused with RequestError 413 and nothing is forwarded", async () => {
+    const channel = unique("too-big-")
+    await occupy(channel)
+
+    await rejectsWith(pusher.trigger(channel, "big", "x".repeat(11 * 1024)), 413)
+    await assertNeverForwarded(channel)
+  })
+
+  test("an app id the gate does not serve is answered RequestError 404", async () => {
+    const channel = unique("other-app-")
+
+    await rejectsWith(pusherAt(config.port, { appId: "999999" }).trigger(channel, "x", {}), 404)
+    await assertNeverForwarded(channel)
   })
 
   test("a wrong secret is refused with 401 and nothing is forwarded", async () => {

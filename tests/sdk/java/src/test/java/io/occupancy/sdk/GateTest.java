@@ -372,4 +372,29 @@ class GateTest {
         assertEquals(401, result.getHttpStatus());
         assertNeverForwarded(channel);
     }
+
+    @Test
+    void dataOverTheGatesLimitIsRefusedWith413AndNothingIsForwarded() {
+        String channel = unique("too-big-");
+        occupy(channel);
+
+        Result result = PUSHER.trigger(channel, "big", "x".repeat(11 * 1024));
+
+        assertEquals(Result.Status.UNKNOWN_ERROR, result.getStatus(), result.getMessage());
+        assertEquals(413, result.getHttpStatus());
+        assertNeverForwarded(channel);
+    }
+
+    @Test
+    void anAppIdTheGateDoesNotServeIsAnsweredNotFound() {
+        String channel = unique("other-app-");
+        Pusher other = new Pusher("999999", KEY, SECRET);
+        other.setHost(HOST + ":" + PORT);
+
+        Result result = other.trigger(channel, "x", Map.of());
+
+        assertEquals(Result.Status.NOT_FOUND, result.getStatus(), result.getMessage());
+        assertEquals(404, result.getHttpStatus());
+        assertNeverForwarded(channel);
+    }
 }
