@@ -108,12 +108,13 @@ def test_trigger_on_private_encrypted_channel_forwards_the_ciphertext_unchanged(
 
 def test_cache_channels_and_send_to_user_are_always_forwarded():
     cache, private_cache = unique("cache-"), unique("private-cache-")
+    vacant = unique("beside-cache-")
     user = unique("user-")
 
-    assert client.trigger([cache, private_cache], "replayed", {"last": True}) == {}
+    assert client.trigger([cache, vacant, private_cache], "replayed", {"last": True}) == {}
     assert client.send_to_user(user, "direct", {"hi": 1}) == {}
 
-    calls = calls_for(cache, private_cache, f"#server-to-user-{user}")
+    calls = calls_for(cache, vacant, private_cache, f"#server-to-user-{user}")
     assert [c["body"]["channels"] for c in calls] == [
         [cache, private_cache],
         [f"#server-to-user-{user}"],
@@ -194,6 +195,37 @@ def test_batch_with_info_answers_one_entry_per_event_zero_for_the_dropped_ones()
     assert len(calls) == 1
     assert_signed(calls[0])
     assert [e["name"] for e in calls[0]["body"]["batch"]] == ["a", "c", "d"]
+
+
+def test_batch_of_12_with_info_merges_the_chunks_answers_in_request_order():
+    occupied = [unique("binfo12-1-"), unique("binfo12-2-")]
+    vacant = unique("binfo12-v-")
+    occupy(*occupied)
+    # 12 occupied events (two chunks upstream) with a vacant one in the middle.
+    batch = [dict(e, info="subscription_count") for e in twelve(occupied)]
+    batch.insert(6, {"channel": vacant, "name": "dropped", "data": "{}", "info": "subscription_count"})
+    expected = [
+        {"subscription_count": 0 if e["channel"] == vacant else SUBSCRIPTION_COUNT} for e in batch
+    ]
+
+    assert client.trigger_batch(batch) == {"batch": expected}
+
+    calls = calls_for(*occupied, vacant)
+    assert [len(c["body"]["batch"]) for c in calls] == [10, 2]
+
+
+def test_batch_with_info_on_vacant_channels_only_answers_zeros_without_calling_pusher():
+    one, two = unique("binfo-vacant-"), unique("binfo-vacant-")
+
+    answer = client.trigger_batch(
+        [
+            {"channel": one, "name": "a", "data": "1", "info": "subscription_count"},
+            {"channel": two, "name": "b", "data": "2"},
+        ]
+    )
+
+    assert answer == {"batch": [{"subscription_count": 0}, {}]}
+    assert_never_forwarded(one, two)
 
 
 def test_batch_on_private_encrypted_channel_forwards_the_ciphertext_unchanged():

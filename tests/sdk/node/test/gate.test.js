@@ -142,18 +142,47 @@ describe("trigger", () => {
   test("to vacant cache channels and to a user (#server-to-user-) always forwards", async () => {
     const cache = unique("cache-")
     const privateCache = unique("private-cache-")
+    const presenceCache = unique("presence-cache-")
+    const vacant = unique("beside-cache-")
     const user = unique("user-")
 
-    const response = await pusher.trigger([cache, privateCache], "replayed", { last: true })
+    const response = await pusher.trigger(
+      [cache, vacant, privateCache, presenceCache],
+      "replayed",
+      { last: true }
+    )
     const toUser = await pusher.sendToUser(user, "direct", { hi: 1 })
 
     assert.equal(response.status, 200)
     assert.equal(toUser.status, 200)
-    const calls = await callsFor(cache, privateCache, `#server-to-user-${user}`)
+    const calls = await callsFor(cache, vacant, privateCache, `#server-to-user-${user}`)
     assert.equal(calls.length, 2, JSON.stringify(calls))
-    assert.deepEqual(calls[0].body.channels, [cache, privateCache])
+    assert.deepEqual(calls[0].body.channels, [cache, privateCache, presenceCache])
     assert.deepEqual(calls[1].body.channels, [`#server-to-user-${user}`])
     assert.ok(calls.every((c) => c.signature_valid))
+  })
+
+  test("to a vacant private-encrypted-cache channel forwards the ciphertext", async () => {
+    const channel = unique("private-encrypted-cache-")
+
+    const response = await pusher.trigger(channel, "sealed", { kept: "for the next subscriber" })
+
+    assert.equal(response.status, 200)
+    const [call] = await callsFor(channel)
+    assert.equal(call.signature_valid, true, call.reason)
+    assert.equal(decrypt(channel, call.body.data), JSON.stringify({ kept: "for the next subscriber" }))
+  })
+
+  test("with info to vacant channels only answers 0 for each without calling Pusher", async () => {
+    const [one, two] = [unique("info-vacant-"), unique("info-vacant-")]
+
+    const response = await pusher.trigger([one, two], "counted", {}, { info: "subscription_count" })
+
+    assert.equal(response.status, 200)
+    assert.deepEqual(await response.json(), {
+      channels: { [one]: { subscription_count: 0 }, [two]: { subscription_count: 0 } },
+    })
+    await assertNeverForwarded(one, two)
   })
 })
 
@@ -229,6 +258,28 @@ describe("triggerBatch", () => {
     assert.deepEqual(
       calls[0].body.batch.map((e) => e.name),
       ["a", "c"]
+    )
+  })
+
+  test("of 12 events with info merges the chunks' answers in request order", async () => {
+    const occupied = [unique("binfo12-1-"), unique("binfo12-2-")]
+    const vacant = unique("binfo12-v-")
+    await occupy(...occupied)
+    // 12 occupied events (two chunks upstream) with a vacant one in the middle.
+    const batch = twelve(occupied).map((e) => ({ ...e, info: "subscription_count" }))
+    batch.splice(6, 0, { channel: vacant, name: "dropped", data: "{}", info: "subscription_count" })
+
+    const response = await pusher.triggerBatch(batch)
+
+    assert.equal(response.status, 200)
+    const expected = batch.map((e) => ({
+      subscription_count: e.channel === vacant ? 0 : config.subscriptionCount,
+    }))
+    assert.deepEqual(await response.json(), { batch: expected })
+    const calls = await callsFor(...occupied, vacant)
+    assert.deepEqual(
+      calls.map((c) => c.body.batch.length),
+      [10, 2]
     )
   })
 

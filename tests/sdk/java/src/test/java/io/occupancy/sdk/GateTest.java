@@ -161,10 +161,11 @@ class GateTest {
     @Test
     void vacantCacheChannelsAreAlwaysForwarded() {
         String cache = unique("cache-"), privateCache = unique("private-cache-");
+        String vacant = unique("beside-cache-");
 
-        assertSuccess(PUSHER.trigger(List.of(cache, privateCache), "replayed", Map.of("last", true)), "{}");
+        assertSuccess(PUSHER.trigger(List.of(cache, vacant, privateCache), "replayed", Map.of("last", true)), "{}");
 
-        List<JsonObject> calls = callsFor(cache, privateCache);
+        List<JsonObject> calls = callsFor(cache, vacant, privateCache);
         assertEquals(1, calls.size());
         assertSigned(calls.get(0));
         assertEquals(List.of(cache, privateCache), strings(calls.get(0).getAsJsonObject("body").get("channels")));
@@ -265,6 +266,28 @@ class GateTest {
         assertEquals(1, calls.size());
         assertEquals(List.of("a", "c"),
                 batchOf(calls.get(0)).stream().map(e -> e.get("name").getAsString()).collect(Collectors.toList()));
+    }
+
+    @Test
+    void batchOf12WithInfoMergesTheChunksAnswersInRequestOrder() {
+        String o1 = unique("binfo12-1-"), o2 = unique("binfo12-2-"), vacant = unique("binfo12-v-");
+        occupy(o1, o2);
+        // 12 occupied events (two chunks upstream) with a vacant one in the middle.
+        List<Map<String, String>> batch = new ArrayList<>();
+        StringBuilder expected = new StringBuilder("{\"batch\":[");
+        for (int i = 0; i < 13; i++) {
+            String channel = i == 6 ? vacant : (i % 2 == 0 ? o1 : o2);
+            batch.add(Map.of("channel", channel, "name", "e" + i, "data", "{}", "info", "subscription_count"));
+            expected.append(i == 0 ? "" : ",").append("{\"subscription_count\":")
+                    .append(channel.equals(vacant) ? 0 : SUBSCRIPTION_COUNT).append("}");
+        }
+        expected.append("]}");
+
+        Result result = PUSHER.post("/batch_events", Harness.GSON.toJson(Map.of("batch", batch)));
+
+        assertSuccess(result, expected.toString());
+        assertEquals(List.of(10, 2),
+                callsFor(o1, o2, vacant).stream().map(c -> batchOf(c).size()).collect(Collectors.toList()));
     }
 
     @Test
