@@ -130,15 +130,15 @@ impl SdkStub {
     }
 }
 
-/// Records the request, checks its signature, and answers 401 with Pusher's kind of reason when
-/// it is wrong; `Ok` carries the parsed body.
+/// Records the request and checks its signature: `Ok` carries the parsed body, `Err` Pusher's
+/// kind of reason for the 401 (see [`refuse`]).
 fn receive(
     state: &StubState,
     method: &str,
     path: String,
     query: Option<&str>,
     body: &[u8],
-) -> Result<Value, Response> {
+) -> Result<Value, String> {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -164,10 +164,12 @@ fn receive(
         raw_body: String::from_utf8_lossy(body).into_owned(),
         body: parsed.clone(),
     });
-    match verdict {
-        Ok(()) => Ok(parsed),
-        Err(reason) => Err((StatusCode::UNAUTHORIZED, reason).into_response()),
-    }
+    verdict.map(|()| parsed)
+}
+
+/// Pusher's answer to a request whose signature check failed: 401 with the reason in plain text.
+fn refuse(reason: String) -> Response {
+    (StatusCode::UNAUTHORIZED, reason).into_response()
 }
 
 /// Pusher's checks. A `body_md5` on a request without a body is accepted when it is the MD5 of
@@ -267,7 +269,7 @@ async fn events(
     let path = format!("/apps/{app_id}/events");
     let event = match receive(&state, "POST", path, query.as_deref(), &body) {
         Ok(event) => event,
-        Err(refusal) => return refusal,
+        Err(reason) => return refuse(reason),
     };
     let mut channels: Vec<&str> = event["channels"]
         .as_array()
@@ -298,7 +300,7 @@ async fn batch_events(
     let path = format!("/apps/{app_id}/batch_events");
     let request = match receive(&state, "POST", path, query.as_deref(), &body) {
         Ok(request) => request,
-        Err(refusal) => return refusal,
+        Err(reason) => return refuse(reason),
     };
     let batch = request["batch"].as_array().cloned().unwrap_or_default();
     if let Some(behaviour) = chosen(&state, batch.iter().filter_map(|e| e["channel"].as_str())) {
@@ -324,8 +326,8 @@ async fn channels(
     body: Bytes,
 ) -> Response {
     let path = format!("/apps/{app_id}/channels");
-    if let Err(refusal) = receive(&state, "GET", path, query.as_deref(), &body) {
-        return refusal;
+    if let Err(reason) = receive(&state, "GET", path, query.as_deref(), &body) {
+        return refuse(reason);
     }
     let listing = state.listing.lock().unwrap().clone();
     axum::Json(json!({ "channels": listing })).into_response()
@@ -338,8 +340,8 @@ async fn channel(
     body: Bytes,
 ) -> Response {
     let path = format!("/apps/{app_id}/channels/{name}");
-    if let Err(refusal) = receive(&state, "GET", path, query.as_deref(), &body) {
-        return refusal;
+    if let Err(reason) = receive(&state, "GET", path, query.as_deref(), &body) {
+        return refuse(reason);
     }
     if let Some(behaviour) = chosen(&state, [name.as_str()]) {
         return answer(behaviour).await;
@@ -355,8 +357,8 @@ async fn users(
     body: Bytes,
 ) -> Response {
     let path = format!("/apps/{app_id}/channels/{name}/users");
-    if let Err(refusal) = receive(&state, "GET", path, query.as_deref(), &body) {
-        return refusal;
+    if let Err(reason) = receive(&state, "GET", path, query.as_deref(), &body) {
+        return refuse(reason);
     }
     axum::Json(json!({ "users": [{ "id": "user-1" }, { "id": "user-2" }] })).into_response()
 }
@@ -368,8 +370,8 @@ async fn terminate(
     body: Bytes,
 ) -> Response {
     let path = format!("/apps/{app_id}/users/{user_id}/terminate_connections");
-    if let Err(refusal) = receive(&state, "POST", path, query.as_deref(), &body) {
-        return refusal;
+    if let Err(reason) = receive(&state, "POST", path, query.as_deref(), &body) {
+        return refuse(reason);
     }
     axum::Json(json!({})).into_response()
 }
