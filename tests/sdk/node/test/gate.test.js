@@ -63,6 +63,21 @@ describe("trigger", () => {
     assert.equal(calls[0].body.data, "plain text data")
   })
 
+  test("from a client made with Pusher.forURL(http://key:secret@host:port/apps/id)", async () => {
+    const channel = unique("for-url-")
+    await occupy(channel)
+    const byUrl = Pusher.forURL(
+      `http://${config.key}:${config.secret}@${config.host}:${config.port}/apps/${config.appId}`
+    )
+
+    const response = await byUrl.trigger(channel, "via-url", {})
+
+    assert.equal(response.status, 200)
+    const calls = await callsFor(channel)
+    assert.equal(calls.length, 1)
+    assert.equal(calls[0].signature_valid, true, calls[0].reason)
+  })
+
   test("to vacant channels only answers {} without calling Pusher", async () => {
     const [one, two] = [unique("vacant-"), unique("vacant-")]
 
