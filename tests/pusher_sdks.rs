@@ -27,6 +27,10 @@ use support::{APP_ID, KEY, Occupancy, RedisServer, SECRET, free_port};
 /// base64). Only the SDKs and the suites' decryption know it: the gate never sees it.
 const ENCRYPTION_MASTER_KEY_BASE64: &str = "b2NjdXBhbmN5LXRlc3QtbWFzdGVyLWtleS0zMmJ5dGU=";
 
+/// The gates' limit on one Pusher request (`--pusher-timeout`), shorter than the default 3 s so
+/// that the suites' slow-Pusher tests stay short; the suites make the stand-in slower than this.
+const UPSTREAM_TIMEOUT_MS: u64 = 1000;
+
 /// How long one suite may take before it is killed and the test fails.
 const SUITE_LIMIT: Duration = Duration::from_secs(75);
 
@@ -73,6 +77,8 @@ fn start_gate(redis: &RedisServer, upstream: &str) -> Gate {
         upstream.to_owned(),
         "--pusher-api-addr".to_owned(),
         format!("127.0.0.1:{api_port}"),
+        "--pusher-timeout".to_owned(),
+        format!("{UPSTREAM_TIMEOUT_MS}ms"),
     ]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", api_port)).is_err() {
@@ -119,6 +125,7 @@ fn run_suite(lang: &str, program: &str, args: &[&str]) {
             sdk_stub::SUBSCRIPTION_COUNT.to_string(),
         )
         .env("STUB_USER_COUNT", sdk_stub::USER_COUNT.to_string())
+        .env("PUSHER_GATE_UPSTREAM_TIMEOUT_MS", UPSTREAM_TIMEOUT_MS.to_string())
         .spawn()
         .unwrap_or_else(|e| {
             panic!(

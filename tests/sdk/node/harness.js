@@ -32,6 +32,7 @@ const config = {
   stubUrl: env("PUSHER_STUB_URL"),
   subscriptionCount: Number(env("STUB_SUBSCRIPTION_COUNT")),
   userCount: Number(env("STUB_USER_COUNT")),
+  upstreamTimeoutMs: Number(env("PUSHER_GATE_UPSTREAM_TIMEOUT_MS")),
 }
 
 /** A Pusher client configured as a user would point it at the gate: host, port, no TLS. */
@@ -105,12 +106,13 @@ async function assertNeverForwarded(...channels) {
   assert.deepEqual(calls, [], `vacant channels ${channels} reached Pusher`)
 }
 
-/** Makes the stand-in answer every request naming `channel` with `status` and `body`. */
-async function upstreamAnswers(channel, status, body) {
+/** Makes the stand-in answer every request naming `channel` with `status` and `body`, after
+ * `delayMs`. */
+async function upstreamAnswers(channel, status, body, delayMs = 0) {
   const response = await fetch(`${config.stubUrl}/_stub/behaviour`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ channel, status, body }),
+    body: JSON.stringify({ channel, status, body, delay_ms: delayMs }),
   })
   assert.equal(response.status, 200)
 }

@@ -37,6 +37,7 @@ WEBHOOK_URL = _env("OCCUPANCY_WEBHOOK_URL")
 STUB_URL = _env("PUSHER_STUB_URL")
 SUBSCRIPTION_COUNT = int(_env("STUB_SUBSCRIPTION_COUNT"))
 USER_COUNT = int(_env("STUB_USER_COUNT"))
+UPSTREAM_TIMEOUT_MS = int(_env("PUSHER_GATE_UPSTREAM_TIMEOUT_MS"))
 
 
 def pusher_at(port=PORT, **overrides):
@@ -111,11 +112,12 @@ def assert_never_forwarded(*channels):
     assert calls == [], f"vacant channels {channels} reached Pusher: {calls}"
 
 
-def upstream_answers(channel, status, body):
-    """Makes the stand-in answer every request naming `channel` with `status` and `body`."""
+def upstream_answers(channel, status, body, delay_ms=0):
+    """Makes the stand-in answer every request naming `channel` with `status` and `body`, after
+    `delay_ms`."""
     response = requests.post(
         f"{STUB_URL}/_stub/behaviour",
-        json={"channel": channel, "status": status, "body": body},
+        json={"channel": channel, "status": status, "body": body, "delay_ms": delay_ms},
         timeout=10,
     )
     assert response.status_code == 200

@@ -15,9 +15,13 @@ import requests
 from helpers import (
     APP_ID,
     CLOSED_PORT,
+    HOST,
+    KEY,
     ORPHAN_PORT,
     PORT,
+    SECRET,
     SUBSCRIPTION_COUNT,
+    UPSTREAM_TIMEOUT_MS,
     USER_COUNT,
     assert_never_forwarded,
     calls_for,
@@ -311,6 +315,18 @@ def test_an_unreachable_pusher_reaches_the_sdk_as_bad_status_502():
         pusher_at(ORPHAN_PORT).trigger(unique("cache-orphan-"), "lost", {})
 
     assert str(error.value).startswith("502: ")
+
+
+def test_a_pusher_slower_than_the_gates_timeout_reaches_the_sdk_with_defaults_as_bad_status_504():
+    channel = unique("slow-")
+    occupy(channel)
+    upstream_answers(channel, 200, "{}", delay_ms=UPSTREAM_TIMEOUT_MS + 500)
+    defaults = pusher.Pusher(app_id=APP_ID, key=KEY, secret=SECRET, ssl=False, host=HOST, port=PORT)
+
+    with pytest.raises(pusher.errors.PusherBadStatus) as error:
+        defaults.trigger(channel, "late", {})
+
+    assert str(error.value).startswith("504: ")
 
 
 def test_a_closed_port_reaches_the_sdk_as_a_connection_error():

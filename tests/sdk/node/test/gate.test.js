@@ -408,6 +408,21 @@ describe("errors", () => {
     await rejectsWith(pusherAt(config.orphanPort).trigger(channel, "lost", {}), 502)
   })
 
+  test("a Pusher slower than the gate's timeout reaches the SDK (default options) as RequestError 504", async () => {
+    const channel = unique("slow-")
+    await occupy(channel)
+    await upstreamAnswers(channel, 200, "{}", config.upstreamTimeoutMs + 500)
+    const defaults = new Pusher({
+      appId: config.appId,
+      key: config.key,
+      secret: config.secret,
+      host: config.host,
+      port: config.port,
+    })
+
+    await rejectsWith(defaults.trigger(channel, "late", {}), 504)
+  })
+
   test("a closed port reaches the SDK as RequestError without a status (ECONNREFUSED)", async () => {
     await assert.rejects(pusherAt(config.closedPort).trigger("anything", "lost", {}), (err) => {
       assert.ok(err instanceof Pusher.RequestError)

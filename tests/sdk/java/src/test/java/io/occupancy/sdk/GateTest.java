@@ -9,6 +9,7 @@ import static io.occupancy.sdk.Harness.ORPHAN_PORT;
 import static io.occupancy.sdk.Harness.PORT;
 import static io.occupancy.sdk.Harness.SECRET;
 import static io.occupancy.sdk.Harness.SUBSCRIPTION_COUNT;
+import static io.occupancy.sdk.Harness.UPSTREAM_TIMEOUT_MS;
 import static io.occupancy.sdk.Harness.USER_COUNT;
 import static io.occupancy.sdk.Harness.assertNeverForwarded;
 import static io.occupancy.sdk.Harness.callsFor;
@@ -374,6 +375,21 @@ class GateTest {
         assertEquals(Result.Status.SERVER_ERROR, result.getStatus(), result.getMessage());
         assertEquals(502, result.getHttpStatus());
         assertTrue(result.getStatus().shouldRetry());
+    }
+
+    @Test
+    void aPusherSlowerThanTheGatesTimeoutReachesTheSdkWithDefaultsAsServerError504() {
+        String channel = unique("slow-");
+        occupy(channel);
+        upstreamAnswers(channel, 200, "{}", UPSTREAM_TIMEOUT_MS + 500);
+        // The SDK's own default timeout (4 s) is left as it is.
+        Pusher defaults = new Pusher(APP_ID, KEY, SECRET);
+        defaults.setHost(HOST + ":" + PORT);
+
+        Result result = defaults.trigger(channel, "late", Map.of());
+
+        assertEquals(Result.Status.SERVER_ERROR, result.getStatus(), result.getMessage());
+        assertEquals(504, result.getHttpStatus());
     }
 
     @Test

@@ -53,6 +53,7 @@ final class Harness {
     static final String STUB_URL = env("PUSHER_STUB_URL");
     static final int SUBSCRIPTION_COUNT = Integer.parseInt(env("STUB_SUBSCRIPTION_COUNT"));
     static final int USER_COUNT = Integer.parseInt(env("STUB_USER_COUNT"));
+    static final int UPSTREAM_TIMEOUT_MS = Integer.parseInt(env("PUSHER_GATE_UPSTREAM_TIMEOUT_MS"));
 
     static final Gson GSON = new Gson();
     private static final HttpClient HTTP = HttpClient.newHttpClient();
@@ -181,8 +182,13 @@ final class Harness {
 
     /** Makes the stand-in answer every request naming `channel` with `status` and `body`. */
     static void upstreamAnswers(String channel, int status, String body) {
+        upstreamAnswers(channel, status, body, 0);
+    }
+
+    /** The same, after `delayMs`. */
+    static void upstreamAnswers(String channel, int status, String body, int delayMs) {
         HttpResponse<String> response = postJson(STUB_URL + "/_stub/behaviour",
-                GSON.toJson(Map.of("channel", channel, "status", status, "body", body)));
+                GSON.toJson(Map.of("channel", channel, "status", status, "body", body, "delay_ms", delayMs)));
         assertEquals(200, response.statusCode());
     }
 
