@@ -125,7 +125,10 @@ fn run_suite(lang: &str, program: &str, args: &[&str]) {
             sdk_stub::SUBSCRIPTION_COUNT.to_string(),
         )
         .env("STUB_USER_COUNT", sdk_stub::USER_COUNT.to_string())
-        .env("PUSHER_GATE_UPSTREAM_TIMEOUT_MS", UPSTREAM_TIMEOUT_MS.to_string())
+        .env(
+            "PUSHER_GATE_UPSTREAM_TIMEOUT_MS",
+            UPSTREAM_TIMEOUT_MS.to_string(),
+        )
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
