@@ -162,11 +162,17 @@ async fn run_with<S: OccupancyStore>(
             let listener = TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen for Pusher API requests (--pusher-api-addr) on {addr}")
             })?;
-            tracing::info!(addr = %listener.local_addr()?, max_event_bytes = config.max_event_bytes, "Pusher API listening (/apps/{{id}}/events, /batch_events, ...)");
+            tracing::info!(addr = %listener.local_addr()?, tls = config.pusher_api_tls.is_some(), max_event_bytes = config.max_event_bytes, "Pusher API listening (/apps/{{id}}/events, /batch_events, ...)");
             Some(listener)
         }
         None => None,
     };
+    let pusher_api_tls = config
+        .pusher_api_tls
+        .as_ref()
+        .map(|(cert, key)| occupancy::http_listener::tls_acceptor(cert, &key.0))
+        .transpose()
+        .context("--pusher-api-tls-cert / --pusher-api-tls-key")?;
     let pusher_api_keys = config
         .apps
         .iter()
@@ -202,6 +208,7 @@ async fn run_with<S: OccupancyStore>(
                 max_event_bytes: config.max_event_bytes,
                 body_timeout: config.http_body_timeout,
                 store_down: config.store_down,
+                tls: pusher_api_tls,
             }),
         },
         Listeners {

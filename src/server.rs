@@ -184,12 +184,16 @@ pub async fn serve<S: OccupancyStore>(
 
     // The Pusher API listener: the same hardening as the webhook port, over the same apps.
     let pusher_api_server = match (listeners.pusher_api, settings.pusher_api) {
-        (Some(listener), Some(api)) => Some(http_listener::serve(
-            listener,
-            pusher_api::router(settings.apps.clone(), api),
-            settings.http_limits,
-            stop.clone(),
-        )),
+        (Some(listener), Some(mut api)) => {
+            let tls = api.tls.take();
+            Some(http_listener::serve_maybe_tls(
+                listener,
+                pusher_api::router(settings.apps.clone(), api),
+                settings.http_limits,
+                tls,
+                stop.clone(),
+            ))
+        }
         _ => None,
     };
     let router = webhook::router(

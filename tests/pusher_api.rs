@@ -524,3 +524,25 @@ async fn a_request_built_as_the_go_sdk_builds_it_is_accepted() {
     assert_eq!(status, 200, "{answer}");
     assert!(gate.stub.queries()[0].signature_valid);
 }
+
+#[tokio::test]
+async fn the_listener_serves_tls_when_given_a_certificate() {
+    let pki = support::TestPki::create();
+    let gate = ApiGate::start_with(&[], Some(&pki)).await;
+    gate.occupy(&["busy"]).await;
+    let (status, answer) = gate
+        .send(
+            "POST",
+            EVENTS,
+            r#"{"name":"e","data":"x","channels":["busy","idle"]}"#,
+        )
+        .await;
+    assert_eq!((status, answer.as_str()), (200, "{}"));
+    assert_eq!(gate.stub.calls()[0].body["channels"], json!(["busy"]));
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/apps/4242/channels", gate.api))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+}

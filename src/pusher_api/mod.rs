@@ -67,6 +67,8 @@ pub struct PusherApiSettings {
     pub body_timeout: Duration,
     /// What to do while the store cannot be asked (as `PublishIfOccupied`).
     pub store_down: StoreDownPolicy,
+    /// TLS for the listener (none: plain HTTP).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl PusherApiSettings {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{KEY, Occupancy, PusherStub, RedisServer, SECRET, free_port, now_ms};
+use super::{KEY, Occupancy, PusherStub, RedisServer, SECRET, TestPki, free_port, now_ms};
 
 /// The service answering Pusher's HTTP API in front of the stand-in.
 pub struct ApiGate {
@@ -13,12 +13,20 @@ pub struct ApiGate {
     pub service: Occupancy,
     pub api: SocketAddr,
     http: reqwest::Client,
+    /// `http://127.0.0.1:port`, or `https://localhost:port` with TLS.
+    base: String,
 }
 
 impl ApiGate {
     /// Starts Redis, the stand-in and the binary with `extra` flags (a `--pusher-api-url` in
     /// `extra` replaces the stand-in's).
     pub async fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, None).await
+    }
+
+    /// As [`ApiGate::start`], serving the listener over TLS with `pki`'s server certificate
+    /// when given, and trusting its CA.
+    pub async fn start_with(extra: &[&str], pki: Option<&TestPki>) -> Self {
         let stub = PusherStub::start().await;
         let redis = RedisServer::start();
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -32,6 +40,21 @@ impl ApiGate {
             args.extend(["--pusher-api-url".to_owned(), stub.url()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        let base = match pki {
+            Some(pki) => {
+                args.extend([
+                    "--pusher-api-tls-cert".to_owned(),
+                    pki.server_cert.display().to_string(),
+                    "--pusher-api-tls-key".to_owned(),
+                    pki.server_key.display().to_string(),
+                ]);
+                let ca = std::fs::read(&pki.ca_cert).unwrap();
+                http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+                format!("https://localhost:{}", api.port())
+            }
+            None => format!("http://{api}"),
+        };
         let service = Occupancy::start(&args);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(api).is_err() {
@@ -47,10 +70,8 @@ impl ApiGate {
             stub,
             service,
             api,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            http: http.build().unwrap(),
+            base,
         }
     }
 
@@ -105,7 +126,7 @@ impl ApiGate {
         query: &str,
         body: &str,
     ) -> (u16, String) {
-        let url = format!("http://{}{path}?{query}", self.api);
+        let url = format!("{}{path}?{query}", self.base);
         let mut request = self
             .http
             .request(method.parse().unwrap(), url)
