@@ -546,3 +546,43 @@ async fn the_listener_serves_tls_when_given_a_certificate() {
         .await;
     assert!(plain.is_err(), "{plain:?}");
 }
+
+/// With the store down, the listener follows `--publish-when-store-down` as `PublishIfOccupied`
+/// does: `all` sends to every channel, `none` answers 503 and sends nothing.
+#[tokio::test]
+async fn a_store_outage_follows_the_publish_when_store_down_policy() {
+    for policy in ["all", "none"] {
+        let mut gate = ApiGate::start(&[
+            "--redis-timeout",
+            "300ms",
+            "--publish-when-store-down",
+            policy,
+        ])
+        .await;
+        gate.occupy(&["before"]).await;
+        gate.redis.stop();
+        let body = r#"{"name":"e","data":"x","channels":["before","never"]}"#;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, answer) = gate.send("POST", EVENTS, body).await;
+            let all_sent = gate
+                .stub
+                .calls()
+                .last()
+                .is_some_and(|c| c.body["channels"] == json!(["before", "never"]));
+            match policy {
+                "all" if status == 200 && all_sent => break,
+                "none" if status == 503 => {
+                    assert!(answer.contains("store"), "{answer}");
+                    break;
+                }
+                _ => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{policy}: still {status} {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
