@@ -139,7 +139,7 @@ async fn handle<S: OccupancyStore>(
     let Some((app_id, rest)) = path
         .strip_prefix("/apps/")
         .and_then(|r| r.split_once('/'))
-        .filter(|(id, rest)| !id.is_empty() && !rest.is_empty())
+        .filter(|(id, rest)| !id.is_empty() && plain_segments(rest))
     else {
         return refuse(
             Endpoint::Other,
@@ -238,6 +238,17 @@ async fn forward_unchanged<S>(
     }
 }
 
+/// Whether `rest` is a path of real segments: none empty, none `.` or `..` (`%2e` counts as a
+/// dot, as URL parsers read it). A dot segment would be resolved away when the upstream URL is
+/// built, so what reaches Pusher would not be the path that was signed and checked here.
+fn plain_segments(rest: &str) -> bool {
+    !rest.is_empty()
+        && rest.split('/').all(|segment| {
+            let dots = segment.to_ascii_lowercase().replace("%2e", ".");
+            !segment.is_empty() && dots != "." && dots != ".."
+        })
+}
+
 /// Reads the body, bounded in size and time.
 async fn read_body(
     body: axum::body::Body,
@@ -323,6 +334,33 @@ fn plain(status: StatusCode, reason: &str) -> Response {
 /// A JSON answer.
 fn json_answer(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_and_empty_segments_are_not_paths() {
+        for rest in [
+            "events",
+            "channels/presence-a/users",
+            "users/7/terminate_connections",
+        ] {
+            assert!(plain_segments(rest), "{rest}");
+        }
+        for rest in [
+            "",
+            "..",
+            "channels/../events",
+            "a//b",
+            "%2e%2E/x",
+            "x/.%2e",
+            "channels/",
+        ] {
+            assert!(!plain_segments(rest), "{rest}");
+        }
+    }
 }
 
 fn unix_seconds() -> u64 {
