@@ -600,6 +600,27 @@ mod tests {
     }
 
     #[test]
+    fn the_pusher_api_listener_is_off_unless_given() {
+        let config = cli(&[]).expect("valid");
+        assert!(config.pusher_api_addr.is_none() && config.pusher_api_tls.is_none());
+        assert_eq!(config.max_event_bytes, 10240);
+        let config = cli(&[
+            "--pusher-api-addr",
+            "127.0.0.1:8090",
+            "--max-event-bytes",
+            "30720",
+        ])
+        .expect("valid");
+        assert_eq!(config.pusher_api_addr.map(|a| a.port()), Some(8090));
+        assert_eq!(config.max_event_bytes, 30720);
+        let err = cli(&["--max-event-bytes", "0"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("OCCUPANCY_MAX_EVENT_BYTES"), "{err}");
+    }
+
+    #[test]
     fn extra_keys_add_webhook_pairs() {
         let config = cli(&["--pusher-extra-keys", "old:one, older:two"]).expect("valid");
         let pairs: Vec<(&str, &str)> = config.apps[0]

@@ -586,3 +586,30 @@ async fn a_store_outage_follows_the_publish_when_store_down_policy() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_pusher_slower_than_the_publish_timeout_is_a_504() {
+    let gate = ApiGate::start(&["--pusher-timeout", "300ms"]).await;
+    gate.occupy(&["busy"]).await;
+    gate.stub.set_behaviour(Behaviour {
+        delay: Duration::from_secs(2),
+        ..Behaviour::default()
+    });
+    let (status, answer) = gate
+        .send(
+            "POST",
+            EVENTS,
+            r#"{"name":"e","data":"x","channels":["busy"]}"#,
+        )
+        .await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(answer.contains("did not answer within"), "{answer}");
+    assert_eq!(
+        gate.metric(
+            "occupancy_pusher_api_requests_total",
+            &[("endpoint", "events"), ("outcome", "timeout")]
+        )
+        .await,
+        1.0
+    );
+}
