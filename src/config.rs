@@ -108,7 +108,8 @@ pub struct Cli {
     #[arg(long, env = "PUSHER_CLUSTER", default_value = "mt1")]
     pub pusher_cluster: String,
 
-    /// API base URL, overriding --pusher-cluster (for Pusher-compatible servers and tests).
+    /// API base URL, overriding --pusher-cluster (for Pusher-compatible servers and tests). This
+    /// is where the gate publishes; --pusher-api-addr is where it answers SDKs itself.
     #[arg(long, env = "PUSHER_API_URL")]
     pub pusher_api_url: Option<String>,
 

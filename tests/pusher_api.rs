@@ -613,3 +613,20 @@ async fn a_pusher_slower_than_the_publish_timeout_is_a_504() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_body_over_the_listeners_limit_is_refused_while_reading() {
+    // --max-event-bytes 1000: the limit is 100 × 2 × 1000 + 256 KiB = 462,144 bytes.
+    let gate = ApiGate::start(&["--max-event-bytes", "1000"]).await;
+    gate.occupy(&["busy"]).await;
+    let huge = json!({"name": "e", "data": "x".repeat(500_000), "channels": ["busy"]}).to_string();
+    let (status, answer) = gate.send("POST", EVENTS, &huge).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("size limit"), "{answer}");
+    // Under the body limit but over --max-event-bytes: the event's own limit.
+    let big = json!({"name": "e", "data": "x".repeat(1001), "channels": ["busy"]}).to_string();
+    let (status, answer) = gate.send("POST", EVENTS, &big).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("(1000 bytes)"), "{answer}");
+    assert!(gate.stub.calls().is_empty());
+}
