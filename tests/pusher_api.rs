@@ -273,8 +273,14 @@ async fn queries_and_other_calls_are_forwarded_with_their_parameters() {
         .send("POST", "/apps/4242/users/7/terminate_connections", "{}")
         .await;
     assert_eq!(status, 200);
+    // Python's terminate_connections leaves out /apps/{id}: its key names the app.
+    let (status, _) = gate
+        .send("POST", "/users/8/terminate_connections", "{}")
+        .await;
+    assert_eq!(status, 200);
     let queries = gate.stub.queries();
-    assert_eq!(queries.len(), 4);
+    assert_eq!(queries.len(), 5);
+    assert_eq!(queries[4].path, "/apps/4242/users/8/terminate_connections");
     assert!(queries.iter().all(|q| q.signature_valid), "{queries:?}");
     assert_eq!(queries[3].path, "/apps/4242/users/7/terminate_connections");
     assert_eq!(

@@ -139,6 +139,7 @@ async fn handle<S: OccupancyStore>(
     let Some((app_id, rest)) = path
         .strip_prefix("/apps/")
         .and_then(|r| r.split_once('/'))
+        .or_else(|| app_of_bare_users_path(&state.settings.keys, path, query))
         .filter(|(id, rest)| !id.is_empty() && plain_segments(rest))
     else {
         return refuse(
@@ -236,6 +237,22 @@ async fn forward_unchanged<S>(
         }
         Err(response) => response,
     }
+}
+
+/// The Python SDK's `terminate_connections` posts to `/users/{id}/terminate_connections`
+/// without `/apps/{id}`: the app is then the one whose key signed it (keys are unique across
+/// apps). The path as sent is what is verified; upstream gets the full path.
+fn app_of_bare_users_path<'a>(
+    keys: &'a [AppKeys],
+    path: &'a str,
+    query: &str,
+) -> Option<(&'a str, &'a str)> {
+    let rest = path.strip_prefix('/').filter(|r| r.starts_with("users/"))?;
+    let key = url::form_urlencoded::parse(query.as_bytes())
+        .find_map(|(k, v)| (k == "auth_key").then_some(v))?;
+    keys.iter()
+        .find(|app| app.keys.iter().any(|(k, _)| *k == key))
+        .map(|app| (app.app_id.as_str(), rest))
 }
 
 /// Whether `rest` is a path of real segments: none empty, none `.` or `..` (`%2e` counts as a
