@@ -157,6 +157,12 @@ async fn run_with<S: OccupancyStore>(
     );
     tracing::info!(addr = %http.local_addr()?, path = occupancy::webhook::WEBHOOK_PATH, "webhooks listening");
     tracing::info!(addr = %admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
+    let pusher_api_tls = config
+        .pusher_api_tls
+        .as_ref()
+        .map(|(cert, key)| occupancy::http_listener::tls_acceptor(cert, &key.0))
+        .transpose()
+        .context("--pusher-api-tls-cert / --pusher-api-tls-key")?;
     let pusher_api = match config.pusher_api_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.with_context(|| {
@@ -167,12 +173,6 @@ async fn run_with<S: OccupancyStore>(
         }
         None => None,
     };
-    let pusher_api_tls = config
-        .pusher_api_tls
-        .as_ref()
-        .map(|(cert, key)| occupancy::http_listener::tls_acceptor(cert, &key.0))
-        .transpose()
-        .context("--pusher-api-tls-cert / --pusher-api-tls-key")?;
     let pusher_api_keys = config
         .apps
         .iter()
