@@ -106,7 +106,8 @@ pub struct Cli {
     #[arg(long, env = "PUSHER_CLUSTER", default_value = "mt1")]
     pub pusher_cluster: String,
 
-    /// API base URL, overriding --pusher-cluster (for Pusher-compatible servers and tests).
+    /// API base URL, overriding --pusher-cluster (for Pusher-compatible servers and tests). This
+    /// is where the gate publishes; --pusher-api-addr is where it answers SDKs itself.
     #[arg(long, env = "PUSHER_API_URL")]
     pub pusher_api_url: Option<String>,
 
@@ -204,6 +205,35 @@ pub struct Cli {
     /// PEM CA certificates: when given, gRPC clients must present a certificate signed by one.
     #[arg(long, env = "OCCUPANCY_GRPC_TLS_CLIENT_CA", requires = "grpc_tls_cert")]
     pub grpc_tls_client_ca: Option<PathBuf>,
+
+    /// Address on which the gate itself answers Pusher's HTTP publishing API (POST
+    /// /apps/{id}/events, /batch_events, GET /apps/{id}/channels...), so an official Pusher
+    /// server SDK pointed here (its host/port setting) publishes only to occupied channels. Off
+    /// unless given. Not to be confused with --pusher-api-url, which is where the gate itself
+    /// sends the events that pass: the real Pusher upstream.
+    #[arg(long, env = "PUSHER_API_ADDR")]
+    pub pusher_api_addr: Option<SocketAddr>,
+
+    /// Largest `data` of one event accepted on --pusher-api-addr, in bytes (413 above); Pusher's
+    /// own limit is 10240, raise it for a dedicated cluster with a higher one.
+    #[arg(long, env = "OCCUPANCY_MAX_EVENT_BYTES", default_value_t = 10 * 1024, value_parser = at_least_one)]
+    pub max_event_bytes: usize,
+
+    /// PEM certificate chain for serving --pusher-api-addr over TLS (with --pusher-api-tls-key).
+    #[arg(
+        long,
+        env = "OCCUPANCY_PUSHER_API_TLS_CERT",
+        requires_all = ["pusher_api_tls_key", "pusher_api_addr"]
+    )]
+    pub pusher_api_tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --pusher-api-tls-cert.
+    #[arg(
+        long,
+        env = "OCCUPANCY_PUSHER_API_TLS_KEY",
+        requires = "pusher_api_tls_cert"
+    )]
+    pub pusher_api_tls_key: Option<PathBuf>,
 }
 
 /// A configuration that failed its checks. Messages name the option, never a secret's value.
@@ -290,6 +320,12 @@ pub struct Config {
     pub pusher_ca: Option<Vec<u8>>,
     /// TLS for the gRPC listener, read from the PEM files given.
     pub grpc_tls: Option<GrpcTls>,
+    /// Where the gate answers Pusher's HTTP API; `None`: not served.
+    pub pusher_api_addr: Option<SocketAddr>,
+    /// Largest event `data` accepted there, in bytes.
+    pub max_event_bytes: usize,
+    /// TLS for that listener: certificate chain and key (PEM).
+    pub pusher_api_tls: Option<(Vec<u8>, SecretBytes)>,
 }
 
 /// The PEM contents for serving gRPC over TLS.
@@ -367,6 +403,21 @@ impl Cli {
             _ => None,
         };
 
+        let pusher_api_tls = match (&self.pusher_api_tls_cert, &self.pusher_api_tls_key) {
+            (Some(cert), Some(key)) => Some((
+                read_pem(
+                    cert,
+                    "--pusher-api-tls-cert / OCCUPANCY_PUSHER_API_TLS_CERT",
+                    "CERTIFICATE",
+                )?,
+                SecretBytes(read_pem(
+                    key,
+                    "--pusher-api-tls-key / OCCUPANCY_PUSHER_API_TLS_KEY",
+                    "PRIVATE KEY",
+                )?),
+            )),
+            _ => None,
+        };
         let pusher_ca = self
             .pusher_ca
             .as_deref()
@@ -374,6 +425,9 @@ impl Cli {
             .transpose()?;
 
         Ok(Config {
+            pusher_api_addr: self.pusher_api_addr,
+            max_event_bytes: self.max_event_bytes,
+            pusher_api_tls,
             grpc_tokens,
             admin_addr: self.admin_addr,
             drain_delay: self.drain_delay,
@@ -585,6 +639,27 @@ mod tests {
         assert!(config.apps[0].extra_keys.is_empty());
         assert_eq!(config.grpc_addr.port(), 50051);
         assert_eq!(config.http_addr.port(), 8080);
+    }
+
+    #[test]
+    fn the_pusher_api_listener_is_off_unless_given() {
+        let config = cli(&[]).expect("valid");
+        assert!(config.pusher_api_addr.is_none() && config.pusher_api_tls.is_none());
+        assert_eq!(config.max_event_bytes, 10240);
+        let config = cli(&[
+            "--pusher-api-addr",
+            "127.0.0.1:8090",
+            "--max-event-bytes",
+            "30720",
+        ])
+        .expect("valid");
+        assert_eq!(config.pusher_api_addr.map(|a| a.port()), Some(8090));
+        assert_eq!(config.max_event_bytes, 30720);
+        let err = cli(&["--max-event-bytes", "0"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("OCCUPANCY_MAX_EVENT_BYTES"), "{err}");
     }
 
     #[test]

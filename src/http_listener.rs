@@ -49,6 +49,54 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_maybe_tls(listener, router, limits, None, shutdown).await
+}
+
+/// Why a TLS certificate and key cannot serve. Names what is wrong, never the key.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The certificate file holds no certificate that parses.
+    #[error("cannot read the certificate chain")]
+    Certificate(#[source] rustls_pki_types::pem::Error),
+    /// The key file holds no private key that parses.
+    #[error("cannot read the private key")]
+    Key(#[source] rustls_pki_types::pem::Error),
+    /// rustls refused the pair (a key that does not match the certificate, say).
+    #[error("the certificate and key cannot be used")]
+    Config(#[source] tokio_rustls::rustls::Error),
+}
+
+/// A TLS acceptor (HTTP/1.1 only) from a PEM certificate chain and private key.
+pub fn tls_acceptor(cert: &[u8], key: &[u8]) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TlsSetupError::Certificate)?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(TlsSetupError::Key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(TlsSetupError::Config)?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(TlsSetupError::Config)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// [`serve`], with TLS when `tls` is given: the handshake is bounded by the header timeout, so a
+/// peer that opens a connection and stalls holds its permit no longer than one that sends
+/// half its headers.
+pub async fn serve_maybe_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
@@ -79,6 +127,38 @@ pub async fn serve(
         };
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%err, "cannot set TCP_NODELAY on a webhook connection");
+        }
+        if let Some(acceptor) = &tls {
+            let (acceptor, router, watcher) =
+                (acceptor.clone(), router.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let stream = match tokio::time::timeout(
+                    limits.header_timeout,
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%err, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+                if let Err(err) = watcher.watch(connection).await {
+                    tracing::debug!(%err, %peer, "TLS connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
         }
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

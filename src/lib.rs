@@ -34,6 +34,7 @@ mod http_url;
 mod metrics;
 mod pem_file;
 mod pusher;
+mod pusher_api;
 mod reconcile;
 mod refusals;
 mod server;

@@ -80,6 +80,10 @@ pub struct Metrics {
     pub grpc_insecure: Gauge,
     /// gRPC requests failed before their handler saw them, by `reason` (buffer_budget).
     pub grpc_requests_refused: Counters,
+    /// Requests to the Pusher API listener, by `endpoint` (events, batch_events, channels,
+    /// users, other) and `outcome` (forwarded, dropped, upstream_error, unreachable, timeout,
+    /// unauthorized, bad_request, too_large, unknown_app, ...).
+    pub pusher_api_requests: Counters,
 }
 
 fn latency() -> Histogram {
@@ -114,6 +118,7 @@ impl Metrics {
             connections_refused: Counters::default(),
             grpc_insecure: Gauge::default(),
             grpc_requests_refused: Counters::default(),
+            pusher_api_requests: Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -232,6 +237,11 @@ impl Metrics {
             "grpc_requests_refused",
             "gRPC requests failed before their handler saw them, by reason",
             metrics.grpc_requests_refused.clone(),
+        );
+        registry.register(
+            "pusher_api_requests",
+            "Requests to the Pusher API listener by endpoint and outcome",
+            metrics.pusher_api_requests.clone(),
         );
         Self {
             registry,

@@ -23,6 +23,7 @@ use crate::grpc_listener::{self, GrpcLimits};
 use crate::health;
 use crate::http_listener::{self, HttpLimits};
 use crate::proto::occupancy_server::OccupancyServer;
+use crate::pusher_api::{self, PusherApiSettings};
 use crate::reconcile;
 use crate::service::TaskSet;
 use crate::store::OccupancyStore;
@@ -54,6 +55,8 @@ pub struct Settings<S> {
     pub webhook_buffer_budget: usize,
     /// Handshake timeout and connection cap of the gRPC listener.
     pub grpc_limits: GrpcLimits,
+    /// The Pusher API listener's settings (used when its listener is given).
+    pub pusher_api: Option<PusherApiSettings>,
 }
 
 /// The listeners, bound by the caller.
@@ -65,6 +68,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// Metrics and HTTP probes; keep it private.
     pub admin: TcpListener,
+    /// Pusher's HTTP API, answered by the gate (`--pusher-api-addr`); none: not served.
+    pub pusher_api: Option<TcpListener>,
 }
 
 /// The two phases of a shutdown. Cancelling `stop` alone implies draining.
@@ -225,6 +230,25 @@ pub(crate) async fn spawn<S: OccupancyStore>(
         grpc_server.await.map_err(ServeError::from)
     });
 
+    // The Pusher API listener: the same hardening as the webhook port, over the same apps.
+    let pusher_api_server = match (listeners.pusher_api, settings.pusher_api) {
+        (Some(listener), Some(mut api)) => {
+            let tls = api.tls.take();
+            Some(http_listener::serve_maybe_tls(
+                listener,
+                pusher_api::router(settings.apps.clone(), api),
+                settings.http_limits,
+                tls,
+                stop.clone(),
+            ))
+        }
+        _ => None,
+    };
+    if let Some(server) = pusher_api_server {
+        tasks.spawn("Pusher API server", async move {
+            server.await.map_err(ServeError::from)
+        });
+    }
     let router = webhook::router(
         settings.apps,
         settings.webhook_keys,

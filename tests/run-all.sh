@@ -34,6 +34,18 @@ for lang in ruby python go node java; do
   bash "clients/$lang/install-deps.sh"
 done
 
+# --- Pusher's official server SDKs, for tests/pusher_sdks.rs (tests/sdk/README.md) -----------
+for tool in node npm python3 mvn; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "run-all.sh: $tool not found: the Pusher SDK suites (tests/sdk) need it" >&2; exit 1; }
+done
+step "tests/sdk/node: npm ci (pusher)"
+(cd tests/sdk/node && npm ci --no-audit --no-fund)
+step "tests/sdk/python: pip install -r requirements.txt (pusher)"
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -r tests/sdk/python/requirements.txt
+python3 -c 'import pusher, pytest'
+step "tests/sdk/java: mvn test-compile (com.pusher:pusher-http-java 1.3.4)"
+(cd tests/sdk/java && mvn -B -q test-compile)
+
 # --- grpcurl: an old one (reflection v1alpha only) and a current one (v1) ------------------
 tools="$root/target/tools/bin"
 mkdir -p "$tools"

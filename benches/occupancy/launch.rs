@@ -112,6 +112,17 @@ impl Service {
     /// API is pointed at a closed local port: nothing here publishes, and no traffic may leave
     /// the machine.
     pub async fn start(redis_url: Option<&str>, log: &str) -> anyhow::Result<Self> {
+        Self::start_with(redis_url, log, "http://127.0.0.1:9", &[]).await
+    }
+
+    /// As [`Service::start`], publishing to `pusher_api_url` (a local stand-in) with `extra`
+    /// flags.
+    pub async fn start_with(
+        redis_url: Option<&str>,
+        log: &str,
+        pusher_api_url: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let grpc_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let admin_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
@@ -121,7 +132,8 @@ impl Service {
             .args(["--http-addr", &http_addr.to_string()])
             .args(["--admin-addr", &admin_addr.to_string()])
             .args(["--pusher-app-id", APP_ID, "--pusher-key", KEY])
-            .args(["--pusher-api-url", "http://127.0.0.1:9"])
+            .args(["--pusher-api-url", pusher_api_url])
+            .args(extra)
             // Reconciliation asks Pusher for its channel list, and there is no Pusher here.
             .args(["--reconcile-interval", "0"])
             .env("PUSHER_SECRET", SECRET)

@@ -25,6 +25,7 @@
 mod launch;
 mod load;
 mod pinging;
+mod pusher_api;
 mod watch;
 
 use std::fmt::Write as _;
@@ -138,6 +139,8 @@ struct Results {
     webhooks_single: Vec<(usize, Measured, f64)>,
     /// Channels filled in memory mode, and the service's RSS in bytes then.
     fill: Option<(u64, u64)>,
+    /// The Pusher API listener's figures per concurrency.
+    pusher_api: Vec<pusher_api::Level>,
 }
 
 fn main() -> ExitCode {
@@ -211,6 +214,7 @@ async fn run(plan: Plan) -> anyhow::Result<bool> {
         service.log_lines.load(std::sync::atomic::Ordering::Relaxed)
     );
     drop(service);
+    results.pusher_api = pusher_api::section(&plan, &redis.url()).await?;
     drop(redis);
     memory_section(&plan, &mut results).await?;
 
@@ -965,6 +969,10 @@ fn report(plan: &Plan, results: &Results) -> bool {
             format!("{:.1} MB ({mib:.1} MiB) holding {filled}", rss as f64 / 1e6),
             verdict,
         ));
+    }
+
+    for (what, got, ok) in pusher_api::targets(&results.pusher_api) {
+        targets.push((what, got, pass(ok)));
     }
 
     println!("\n## Targets (2 cores, client and server together)");

@@ -66,6 +66,27 @@ impl<S> Gate<S> {
     }
 }
 
+/// Which of `channels` are occupied, from the app's store (its local copy where it keeps one),
+/// and whether the store could not be asked. With the store unreachable and
+/// [`StoreDownPolicy::All`] every channel counts as occupied; any other store failure is the
+/// caller's to answer. Shared by `PublishIfOccupied` and the Pusher API listener so both gate
+/// the same way.
+pub(crate) async fn occupied_or_policy<S: OccupancyStore>(
+    app: &App<S>,
+    channels: &[crate::channel::ChannelName],
+    store_down: StoreDownPolicy,
+) -> Result<(Vec<bool>, bool), StoreError> {
+    match app.store.occupied(channels).await {
+        Ok(occupied) => Ok((occupied, false)),
+        Err(err @ StoreError::Unavailable(_)) if store_down == StoreDownPolicy::All => {
+            count(&metrics().publish_store_down, &[("app", &app.id)], 1);
+            tracing::warn!(app = %app.id, error = ?err, channels = channels.len(), "store unavailable: publishing to every requested channel");
+            Ok((vec![true; channels.len()], true))
+        }
+        Err(err) => Err(err),
+    }
+}
+
 #[tonic::async_trait]
 impl<S: OccupancyStore> Occupancy for Gate<S> {
     type WatchOccupancyStream = watch::WatchStream;
@@ -104,15 +125,10 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         let request = request.into_inner();
         let app = self.app(&request.app_id)?;
         let publish = request::publish(request).map_err(status::invalid)?;
-        let (occupied, store_unavailable) = match app.store.occupied(&publish.channels).await {
-            Ok(occupied) => (occupied, false),
-            Err(err @ StoreError::Unavailable(_)) if self.store_down == StoreDownPolicy::All => {
-                count(&metrics().publish_store_down, &[("app", &app.id)], 1);
-                tracing::warn!(app = %app.id, error = ?err, channels = publish.channels.len(), "store unavailable: publishing to every requested channel");
-                (vec![true; publish.channels.len()], true)
-            }
-            Err(err) => return Err(status::store(&app.id, err)),
-        };
+        let (occupied, store_unavailable) =
+            occupied_or_policy(app, &publish.channels, self.store_down)
+                .await
+                .map_err(|err| status::store(&app.id, err))?;
         let (live, vacant): (Vec<_>, Vec<_>) = publish
             .channels
             .into_iter()

@@ -59,6 +59,17 @@ pub enum PublishError {
     Unreachable(#[source] reqwest::Error),
 }
 
+/// Pusher's answer to a forwarded request, passed on as it came.
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    /// The HTTP status.
+    pub status: u16,
+    /// Its `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: axum::body::Bytes,
+}
+
 /// The body of `POST /apps/{app_id}/events`.
 #[derive(Serialize)]
 struct TriggerBody<'a> {
@@ -218,6 +229,59 @@ impl Publisher {
             reason: format!("not a channel list: {}", e.without_url()),
         })?;
         Ok(answer.channels.into_keys().collect())
+    }
+
+    /// Sends one request to `{api_url}/apps/{app_id}/{suffix}` as received by the gate's own
+    /// Pusher API listener: `params` (the request's query without its authentication) and the raw
+    /// `body` unchanged, newly signed with this app's key and secret. Pusher's answer comes back
+    /// whatever its status; only a transport failure or timeout is an error. `endpoint` labels
+    /// the request in the metrics.
+    pub(crate) async fn forward(
+        &self,
+        endpoint: &str,
+        method: reqwest::Method,
+        suffix: &str,
+        params: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<Upstream, PublishError> {
+        let prefix = self.config.api_url.path().trim_end_matches('/');
+        let path = format!("{prefix}/apps/{}/{suffix}", self.config.app_id);
+        let mut url = self.config.api_url.clone();
+        url.set_path(&path);
+        let query = super::signing::sign_with(
+            params,
+            &self.config.key,
+            self.config.secret.expose_secret(),
+            method.as_str(),
+            &path,
+            &body,
+            crate::clock::now_secs(),
+        );
+        let mut request = self.http.request(method, url).query(&query);
+        if !body.is_empty() {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| self.transport_error(e));
+        record(endpoint, started, &response);
+        let response = response?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        Ok(Upstream {
+            status,
+            content_type,
+            body,
+        })
     }
 
     /// A transport failure without the request URL, whose query carries the signature.

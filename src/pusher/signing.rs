@@ -17,11 +17,25 @@ pub fn signed_query(
     body: &[u8],
     timestamp: u64,
 ) -> Vec<(String, String)> {
-    let mut params = vec![
+    sign_with(Vec::new(), key, secret, method, path, body, timestamp)
+}
+
+/// `params` (a request's own query, such as `filter_by_prefix` or `info`) followed by the
+/// authentication parameters, signed over all of them as Pusher requires.
+pub fn sign_with(
+    mut params: Vec<(String, String)>,
+    key: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timestamp: u64,
+) -> Vec<(String, String)> {
+    params.extend([
         ("auth_key".to_owned(), key.to_owned()),
         ("auth_timestamp".to_owned(), timestamp.to_string()),
         ("auth_version".to_owned(), "1.0".to_owned()),
-    ];
+    ]);
     if !body.is_empty() {
         params.push(("body_md5".to_owned(), hex::encode(Md5::digest(body))));
     }

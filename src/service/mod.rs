@@ -3,7 +3,8 @@
 //! Two steps, as in linkerd2-proxy (`Config::build`, then `App::spawn`):
 //! - [`Service::bind`] does everything that can fail before serving: the Redis URL, each app's
 //!   store and Pusher client (the Redis stores from one backend, so the set of apps the change
-//!   feed follows is fixed before it runs), and the three listeners. Its errors say which
+//!   feed follows is fixed before it runs), and the listeners (gRPC, webhooks, admin, and the
+//!   Pusher API when `--pusher-api-addr` is given). Its errors say which
 //!   option is at fault.
 //! - [`Service::run`] spawns every task (the gRPC gate, the webhook and admin listeners,
 //!   health, reconciliation, the change feed) into one [`TaskSet`], and returns when all of them
@@ -11,7 +12,9 @@
 //!
 //! The path of a webhook: webhook listener → [`crate::webhook`] → the app's store. The path of
 //! a gate call: gRPC listener → [`crate::gate`] → the app's store (its local copy) →
-//! [`crate::pusher::Publisher`] when someone is watching.
+//! [`crate::pusher::Publisher`] when someone is watching. The path of an SDK's trigger: Pusher
+//! API listener → [`crate::pusher_api`] → the same store and policy as the gate → the same
+//! publisher.
 
 mod tasks;
 
@@ -31,6 +34,7 @@ use crate::grpc_auth::BearerTokens;
 use crate::grpc_listener::{self, GrpcLimits};
 use crate::http_listener::HttpLimits;
 use crate::pusher::{Publisher, PublisherConfig};
+use crate::pusher_api::{AppKeys, PusherApiSettings};
 use crate::server::{Listeners, Settings};
 use crate::store::{MemoryStore, OccupancyStore, RedisBackend, RedisStoreConfig, StoreKeys};
 use crate::webhook::{WebhookKey, WebhookKeys};
@@ -51,6 +55,8 @@ pub struct Service {
     config: Config,
     stores: Stores,
     listeners: Listeners,
+    /// TLS for the Pusher API listener, checked at bind time.
+    pusher_api_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Service {
@@ -77,10 +83,20 @@ impl Service {
         warn_if_open_to_anyone(listeners.grpc.local_addr()?, &config);
         tracing::info!(addr = %listeners.http.local_addr()?, path = crate::webhook::WEBHOOK_PATH, "webhooks listening");
         tracing::info!(addr = %listeners.admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
+        if let Some(api) = &listeners.pusher_api {
+            tracing::info!(addr = %api.local_addr()?, tls = config.pusher_api_tls.is_some(), max_event_bytes = config.max_event_bytes, "Pusher API listening (/apps/{{id}}/events, /batch_events, ...)");
+        }
+        let pusher_api_tls = config
+            .pusher_api_tls
+            .as_ref()
+            .map(|(cert, key)| crate::http_listener::tls_acceptor(cert, &key.0))
+            .transpose()
+            .context("--pusher-api-tls-cert / --pusher-api-tls-key")?;
         let service = Self {
             config,
             stores,
             listeners,
+            pusher_api_tls,
         };
         if let Some(path) = &service.config.listen_addrs_file {
             write_listen_addrs(
@@ -114,6 +130,11 @@ impl Service {
         local_addr(&self.listeners.admin)
     }
 
+    /// Where Pusher's HTTP API is answered, when `--pusher-api-addr` is given.
+    pub fn pusher_api_addr(&self) -> Option<SocketAddr> {
+        self.listeners.pusher_api.as_ref().map(local_addr)
+    }
+
     /// Serves until `shutdown` (see [`Shutdown`] for its two phases) or until a task fails,
     /// then drains: in-flight requests finish and held coalesced updates are sent, for at most
     /// `--drain-timeout` once the listeners have closed.
@@ -122,13 +143,14 @@ impl Service {
             config,
             stores,
             listeners,
+            pusher_api_tls,
         } = self;
         let stop = shutdown.stop.clone();
         let drain_timeout = config.drain_timeout;
         let mut tasks = TaskSet::new(stop.clone());
         let coalescer = match stores {
             Stores::Memory(stores) => {
-                let settings = settings(&config, stores)?;
+                let settings = settings(&config, stores, pusher_api_tls)?;
                 crate::server::spawn(settings, listeners, shutdown, &mut tasks).await?
             }
             Stores::Redis { backend, stores } => {
@@ -137,7 +159,7 @@ impl Service {
                     feed.await;
                     Ok(())
                 });
-                let settings = settings(&config, stores)?;
+                let settings = settings(&config, stores, pusher_api_tls)?;
                 crate::server::spawn(settings, listeners, shutdown, &mut tasks).await?
             }
         };
@@ -249,12 +271,27 @@ async fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
                 config.admin_addr
             )
         })?;
-    Ok(Listeners { grpc, http, admin })
+    let pusher_api = match config.pusher_api_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen for Pusher API requests (--pusher-api-addr) on {addr}")
+        })?),
+        None => None,
+    };
+    Ok(Listeners {
+        grpc,
+        http,
+        admin,
+        pusher_api,
+    })
 }
 
 /// What the servers need: each app with its store and Pusher client, the webhook keys, and
 /// the limits from `config`.
-fn settings<S: OccupancyStore>(config: &Config, stores: Vec<S>) -> Result<Settings<S>, ServeError> {
+fn settings<S: OccupancyStore>(
+    config: &Config,
+    stores: Vec<S>,
+    pusher_api_tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Settings<S>, ServeError> {
     let mut apps = Vec::new();
     let mut webhook_keys = Vec::new();
     for (index, (app, store)) in config.apps.iter().zip(stores).enumerate() {
@@ -298,6 +335,22 @@ fn settings<S: OccupancyStore>(config: &Config, stores: Vec<S>) -> Result<Settin
             handshake_timeout: config.grpc_handshake_timeout,
             max_connections: config.grpc_max_connections,
         },
+        pusher_api: config.pusher_api_addr.map(|_| PusherApiSettings {
+            keys: config
+                .apps
+                .iter()
+                .map(|app| AppKeys {
+                    app_id: app.id.clone(),
+                    keys: std::iter::once((app.key.clone(), app.secret.clone()))
+                        .chain(app.extra_keys.iter().cloned())
+                        .collect(),
+                })
+                .collect(),
+            max_event_bytes: config.max_event_bytes,
+            body_timeout: config.http_body_timeout,
+            store_down: config.store_down,
+            tls: pusher_api_tls,
+        }),
     })
 }
 

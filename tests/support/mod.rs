@@ -123,6 +123,10 @@ pub struct Call {
     pub path: String,
     pub signature_valid: bool,
     pub body: Value,
+    /// The body exactly as received.
+    pub raw: String,
+    /// The query parameters other than the signature's.
+    pub params: Vec<(String, String)>,
 }
 
 /// How the stand-in answers trigger requests, to test how Pusher's failures are passed on.
@@ -156,6 +160,9 @@ struct StubState {
     listing: Mutex<(Vec<String>, Duration)>,
     /// How many listings were asked for (signed correctly or not).
     listings: std::sync::atomic::AtomicUsize,
+    /// Queries and other requests that are not triggers (channel info, users, terminate,
+    /// listings), in order.
+    queries: Mutex<Vec<Call>>,
 }
 
 /// `POST /_stub/behaviour`: how triggers that include `channel` are answered from now on.
@@ -217,6 +224,13 @@ impl PusherStub {
             .route("/_stub/calls", get(list_calls))
             .route("/_stub/behaviour", post(set_channel_behaviour))
             .route("/apps/{app_id}/channels", get(list_channels))
+            .route("/apps/{app_id}/batch_events", post(batch_trigger))
+            .route("/apps/{app_id}/channels/{name}", get(channel_info))
+            .route("/apps/{app_id}/channels/{name}/users", get(channel_users))
+            .route(
+                "/apps/{app_id}/users/{user}/terminate_connections",
+                post(terminate_connections),
+            )
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         (addr, state)
@@ -255,6 +269,11 @@ impl PusherStub {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Requests that are not triggers (listings, channel info, users, terminate), in order.
+    pub fn queries(&self) -> Vec<Call> {
+        self.state.queries.lock().unwrap().clone()
+    }
+
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.state.behaviour.lock().unwrap() = behaviour;
     }
@@ -290,11 +309,19 @@ async fn list_channels(
         .listings
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let path = format!("/apps/{app_id}/channels");
-    if let Err(reason) = verify_request("GET", &app_id, &path, query.as_deref().unwrap_or(""), b"")
-    {
+    let query = query.unwrap_or_default();
+    let verdict = verify_request("GET", &app_id, &path, &query, b"");
+    record_query(&state, "GET", &path, &query, &verdict, b"");
+    if let Err(reason) = verdict {
         return (StatusCode::UNAUTHORIZED, reason).into_response();
     }
-    let (channels, delay) = state.listing.lock().unwrap().clone();
+    let (mut channels, delay) = state.listing.lock().unwrap().clone();
+    if let Some(prefix) = own_params(&query)
+        .into_iter()
+        .find_map(|(k, v)| (k == "filter_by_prefix").then_some(v))
+    {
+        channels.retain(|c| c.starts_with(&prefix));
+    }
     tokio::time::sleep(delay).await;
     let channels: serde_json::Map<String, Value> =
         channels.into_iter().map(|c| (c, json!({}))).collect();
@@ -310,11 +337,11 @@ async fn trigger(
     State(state): State<Arc<StubState>>,
     Path(app_id): Path<String>,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    raw: Bytes,
 ) -> axum::response::Response {
     let path = format!("/apps/{app_id}/events");
-    let verdict = verify(&app_id, &path, query.as_deref().unwrap_or(""), &body);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let verdict = verify(&app_id, &path, query.as_deref().unwrap_or(""), &raw);
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let chosen = {
         let by_channel = state.by_channel.lock().unwrap();
         body["channels"].as_array().and_then(|channels| {
@@ -328,12 +355,29 @@ async fn trigger(
         method: "POST".into(),
         path,
         signature_valid: verdict.is_ok(),
-        body,
+        body: body.clone(),
+        raw: String::from_utf8_lossy(&raw).into_owned(),
+        params: own_params(query.as_deref().unwrap_or("")),
     });
     if let Err(reason) = verdict {
         return (StatusCode::UNAUTHORIZED, reason).into_response();
     }
     let behaviour = chosen.unwrap_or_else(|| state.behaviour.lock().unwrap().clone());
+    // With `info`, a successful answer lists every channel sent, one subscriber each, as
+    // Pusher does for occupied channels.
+    if let Some(info) = body["info"].as_str()
+        && behaviour.status == StatusCode::OK
+        && behaviour.body == "{}"
+    {
+        let channels: serde_json::Map<String, Value> = body["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|c| (c.to_owned(), info_entry(c, info)))
+            .collect();
+        return axum::Json(json!({ "channels": channels })).into_response();
+    }
     tokio::time::sleep(behaviour.delay).await;
     let mut response = (behaviour.status, behaviour.body).into_response();
     if let Some(location) = behaviour.location {
@@ -342,6 +386,154 @@ async fn trigger(
             .insert("location", location.parse().unwrap());
     }
     response
+}
+
+/// What Pusher says about an occupied channel for `info` (one subscriber, one user).
+fn info_entry(channel: &str, info: &str) -> Value {
+    let mut entry = serde_json::Map::new();
+    if info.contains("subscription_count") {
+        entry.insert("subscription_count".into(), json!(1));
+    }
+    if info.contains("user_count") && channel.starts_with("presence-") {
+        entry.insert("user_count".into(), json!(1));
+    }
+    Value::Object(entry)
+}
+
+/// A query's parameters other than the signature's.
+fn own_params(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .filter(|(k, _)| {
+            ![
+                "auth_key",
+                "auth_timestamp",
+                "auth_version",
+                "body_md5",
+                "auth_signature",
+            ]
+            .contains(&k.as_str())
+        })
+        .collect()
+}
+
+fn record_query(
+    state: &StubState,
+    method: &str,
+    path: &str,
+    query: &str,
+    verdict: &Result<(), String>,
+    body: &[u8],
+) {
+    state.queries.lock().unwrap().push(Call {
+        method: method.into(),
+        path: path.into(),
+        signature_valid: verdict.is_ok(),
+        body: serde_json::from_slice(body).unwrap_or(Value::Null),
+        raw: String::from_utf8_lossy(body).into_owned(),
+        params: own_params(query),
+    });
+}
+
+/// `POST /apps/{id}/batch_events`: recorded with the triggers; answered by the behaviour of the
+/// first event's channel that has one, else the default; with `info`, one entry per event.
+async fn batch_trigger(
+    State(state): State<Arc<StubState>>,
+    Path(app_id): Path<String>,
+    RawQuery(query): RawQuery,
+    raw: Bytes,
+) -> axum::response::Response {
+    let path = format!("/apps/{app_id}/batch_events");
+    let query = query.unwrap_or_default();
+    let verdict = verify(&app_id, &path, &query, &raw);
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let events: Vec<Value> = body["batch"].as_array().cloned().unwrap_or_default();
+    let chosen = {
+        let by_channel = state.by_channel.lock().unwrap();
+        events
+            .iter()
+            .filter_map(|e| e["channel"].as_str())
+            .find_map(|c| by_channel.get(c).cloned())
+    };
+    state.calls.lock().unwrap().push(Call {
+        method: "POST".into(),
+        path,
+        signature_valid: verdict.is_ok(),
+        body,
+        raw: String::from_utf8_lossy(&raw).into_owned(),
+        params: own_params(&query),
+    });
+    if let Err(reason) = verdict {
+        return (StatusCode::UNAUTHORIZED, reason).into_response();
+    }
+    let behaviour = chosen.unwrap_or_else(|| state.behaviour.lock().unwrap().clone());
+    tokio::time::sleep(behaviour.delay).await;
+    if behaviour.status == StatusCode::OK
+        && behaviour.body == "{}"
+        && events.iter().any(|e| e["info"].is_string())
+    {
+        let entries: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                info_entry(
+                    e["channel"].as_str().unwrap_or_default(),
+                    e["info"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        return axum::Json(json!({ "batch": entries })).into_response();
+    }
+    (behaviour.status, behaviour.body).into_response()
+}
+
+/// `GET /apps/{id}/channels/{name}`: occupied if the listing holds it.
+async fn channel_info(
+    State(state): State<Arc<StubState>>,
+    Path((app_id, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    let path = format!("/apps/{app_id}/channels/{name}");
+    let query = query.unwrap_or_default();
+    let verdict = verify_request("GET", &app_id, &path, &query, b"");
+    record_query(&state, "GET", &path, &query, &verdict, b"");
+    if let Err(reason) = verdict {
+        return (StatusCode::UNAUTHORIZED, reason).into_response();
+    }
+    let occupied = state.listing.lock().unwrap().0.contains(&name);
+    axum::Json(json!({ "occupied": occupied })).into_response()
+}
+
+/// `GET /apps/{id}/channels/{name}/users`: nobody.
+async fn channel_users(
+    State(state): State<Arc<StubState>>,
+    Path((app_id, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> axum::response::Response {
+    let path = format!("/apps/{app_id}/channels/{name}/users");
+    let query = query.unwrap_or_default();
+    let verdict = verify_request("GET", &app_id, &path, &query, b"");
+    record_query(&state, "GET", &path, &query, &verdict, b"");
+    if let Err(reason) = verdict {
+        return (StatusCode::UNAUTHORIZED, reason).into_response();
+    }
+    axum::Json(json!({ "users": [] })).into_response()
+}
+
+/// `POST /apps/{id}/users/{user}/terminate_connections`.
+async fn terminate_connections(
+    State(state): State<Arc<StubState>>,
+    Path((app_id, user)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    raw: Bytes,
+) -> axum::response::Response {
+    let path = format!("/apps/{app_id}/users/{user}/terminate_connections");
+    let query = query.unwrap_or_default();
+    let verdict = verify_request("POST", &app_id, &path, &query, &raw);
+    record_query(&state, "POST", &path, &query, &verdict, &raw);
+    if let Err(reason) = verdict {
+        return (StatusCode::UNAUTHORIZED, reason).into_response();
+    }
+    axum::Json(json!({})).into_response()
 }
 
 /// Pusher's checks on a signed request.
@@ -747,3 +939,6 @@ pub mod state;
 
 /// Metrics, memory, health and raw sockets, read from outside the service.
 pub mod probe;
+
+/// The gate started with its Pusher API listener, and requests signed as the SDKs sign them.
+pub mod pusher_api;
