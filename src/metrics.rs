@@ -45,6 +45,10 @@ pub struct Metrics {
     pub store_duration: Histograms,
     /// Reconcile repairs, by `app` and `change` (added, removed).
     pub reconcile_repairs: Counters,
+    /// Reconcile rounds that listed channels, by `app` and `outcome` (repaired, unchanged,
+    /// listing_failed, listing_refused, store_failed): a refused listing (too large, not a
+    /// listing, an invalid name) changed nothing.
+    pub reconcile_rounds: Counters,
     /// Open `WatchOccupancy` streams.
     pub watch_streams: Gauge,
     /// 1 while answers come from the local copy kept by the change feed.
@@ -69,6 +73,7 @@ impl Metrics {
             store_errors: Counters::default(),
             store_duration: Histograms::new_with_constructor(latency),
             reconcile_repairs: Counters::default(),
+            reconcile_rounds: Counters::default(),
             watch_streams: Gauge::default(),
             feed_up: Gauge::default(),
             registry: Registry::default(),
@@ -119,6 +124,11 @@ impl Metrics {
             "reconcile_repairs",
             "Channels repaired from Pusher's list",
             metrics.reconcile_repairs.clone(),
+        );
+        registry.register(
+            "reconcile_rounds",
+            "Reconcile rounds that listed channels, by outcome",
+            metrics.reconcile_rounds.clone(),
         );
         registry.register(
             "watch_streams",

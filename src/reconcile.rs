@@ -7,6 +7,12 @@
 //! removed, but an event applied after the listing was requested stands (see
 //! [`OccupancyStore::reconcile`]). Each listing is one Pusher API call against the app's quota,
 //! so with several replicas a short lock in the store lets only one of them list per interval.
+//!
+//! The listing is trusted no more than a webhook: its size is bounded and every name checked,
+//! and a listing that fails either check changes nothing (see
+//! [`Publisher::channels`](crate::pusher::Publisher::channels)). The store applies the difference
+//! in small chunks so that a listing of hundreds of thousands of channels never holds Redis for
+//! long: webhooks and health checks are served between chunks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::{App, Apps};
+use crate::pusher::ListingError;
 use crate::store::{OccupancyStore, now_ms};
 
 /// Reconciles every app until `shutdown`: now, then every `interval`, and whenever `recovered`
@@ -59,16 +66,25 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
     let requested_at = now_ms();
     let listed = match app.publisher.channels().await {
         Ok(listed) => listed,
-        Err(err) => {
+        Err(err @ ListingError::Request(_)) => {
+            round(app, "listing_failed");
             tracing::warn!(app = %app.id, error = %crate::pusher::error_chain(&err), "reconcile skipped: cannot list channels");
             return;
         }
+        Err(err) => {
+            round(app, "listing_refused");
+            tracing::warn!(app = %app.id, reason = err.reason(), error = %crate::pusher::error_chain(&err), "reconcile skipped: the channel list was refused and nothing was changed");
+            return;
+        }
     };
+    let started = std::time::Instant::now();
     match app.store.reconcile(&listed, requested_at).await {
         Ok(repairs) if repairs.added.is_empty() && repairs.removed.is_empty() => {
+            round(app, "unchanged");
             tracing::debug!(app = %app.id, listed = listed.len(), "reconciled: nothing to repair");
         }
         Ok(repairs) => {
+            round(app, "repaired");
             let m = crate::metrics::metrics();
             for (change, n) in [
                 ("added", repairs.added.len()),
@@ -87,13 +103,24 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
                 removed = repairs.removed.len(),
                 added_channels = ?repairs.added.iter().take(20).collect::<Vec<_>>(),
                 removed_channels = ?repairs.removed.iter().take(20).collect::<Vec<_>>(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
                 "reconciled: repaired the set from Pusher's channel list"
             );
         }
         Err(err) => {
+            round(app, "store_failed");
             tracing::warn!(app = %app.id, error = ?err, "reconcile failed: store unavailable")
         }
     }
+}
+
+/// Counts one round that got as far as listing, by how it ended.
+fn round<S: OccupancyStore>(app: &App<S>, outcome: &str) {
+    crate::metrics::count(
+        &crate::metrics::metrics().reconcile_rounds,
+        &[("app", &app.id), ("outcome", outcome)],
+        1,
+    );
 }
 
 /// Names this process in the reconcile lock, for operators reading Redis.

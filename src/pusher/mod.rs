@@ -3,4 +3,7 @@
 mod publisher;
 pub mod signing;
 
-pub use self::publisher::{PublishError, Publisher, PublisherConfig, cluster_url, error_chain};
+pub use self::publisher::{
+    ListingError, MAX_LISTING_BYTES, PublishError, Publisher, PublisherConfig, cluster_url,
+    error_chain,
+};

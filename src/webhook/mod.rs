@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+pub use self::payload::MAX_FUTURE_MS;
 pub use self::payload::{Batch, PayloadError};
 pub use self::signature::{SignatureError, WebhookKey, WebhookKeys, sign};
 use crate::apps::Apps;
