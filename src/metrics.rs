@@ -32,7 +32,8 @@ pub struct Metrics {
     /// `IsOccupied` answers, by `app` and `answer` (occupied, vacant).
     pub gate_checks: Counters,
     /// Channels asked to publish to, by `app` and `outcome` (published, skipped, deferred,
-    /// superseded, published_store_down): skipped ones are Pusher calls saved.
+    /// superseded, published_store_down, held_retried): skipped ones are Pusher calls saved;
+    /// held_retried counts held updates sent again after a send that may pass failed.
     pub publish_channels: Counters,
     /// Pusher API requests, by `endpoint` (events, channels) and `status` (HTTP code, timeout,
     /// unreachable).
