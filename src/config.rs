@@ -163,6 +163,11 @@ pub struct Cli {
     #[arg(long, env = "OCCUPANCY_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub http_max_connections: usize,
 
+    /// Most WatchOccupancy streams open at once; more are answered RESOURCE_EXHAUSTED. Each
+    /// stream holds a task and, while its snapshot is sent, a copy of the watched set.
+    #[arg(long, env = "OCCUPANCY_MAX_WATCH_STREAMS", default_value_t = 1024)]
+    pub max_watch_streams: usize,
+
     /// Extra PEM CA certificates to trust for the Pusher API (a self-hosted Pusher-compatible
     /// server with a private CA). The system's roots stay trusted.
     #[arg(long, env = "OCCUPANCY_PUSHER_CA")]
@@ -258,6 +263,8 @@ pub struct Config {
     pub http_body_timeout: Duration,
     /// Webhook connection cap.
     pub http_max_connections: usize,
+    /// `WatchOccupancy` stream cap.
+    pub max_watch_streams: usize,
     /// Extra CA certificates (PEM) for the Pusher API.
     pub pusher_ca: Option<Vec<u8>>,
     /// TLS for the gRPC listener, read from the PEM files given.
@@ -352,6 +359,12 @@ impl Cli {
                 "must be at least 1",
             ));
         }
+        if self.max_watch_streams == 0 {
+            return Err(invalid(
+                "--max-watch-streams / OCCUPANCY_MAX_WATCH_STREAMS",
+                "must be at least 1",
+            ));
+        }
         let pusher_ca = self
             .pusher_ca
             .as_deref()
@@ -376,6 +389,7 @@ impl Cli {
                 "--http-body-timeout / OCCUPANCY_HTTP_BODY_TIMEOUT",
             )?,
             http_max_connections: self.http_max_connections,
+            max_watch_streams: self.max_watch_streams,
             pusher_ca,
             grpc_tls,
             grpc_addr: self.grpc_addr,
