@@ -298,3 +298,23 @@ fn may_pass(err: &PublishError) -> bool {
         PublishError::Encode(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_may_pass_are_retried() {
+        let rejected = |status| PublishError::Rejected {
+            status,
+            reason: String::new(),
+        };
+        for status in [429, 500, 502, 503, 504] {
+            assert!(may_pass(&rejected(status)), "{status}");
+        }
+        for status in [400, 401, 403, 404, 413] {
+            assert!(!may_pass(&rejected(status)), "{status}");
+        }
+        assert!(may_pass(&PublishError::Timeout(Duration::from_secs(1))));
+    }
+}

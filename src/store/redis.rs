@@ -467,7 +467,7 @@ fn reconcile_script() -> &'static Script {
 /// O(log n) commands (`SISMEMBER`, `ZSCORE`, `SADD`/`SREM`, `ZADD`). Measured with `SLOWLOG` on
 /// a shared 2-core machine under load: a chunk of 250 runs in about 1.2 to 2.3 ms, one of 1,000
 /// in 7 to 29 ms (see BENCHMARKS.md), so 250 keeps every call far below the 10 ms a webhook or a
-/// health check should ever wait behind it, while 200,000 changes still take under a second.
+/// health check should ever wait behind it; 200,000 changes are then 800 calls.
 const RECONCILE_CHUNK: usize = 250;
 
 /// How many reconcile chunks are sent before the first answers: each round trip then overlaps
@@ -675,9 +675,10 @@ impl OccupancyStore for RedisStore {
     /// sends the difference to the reconcile script in chunks of [`RECONCILE_CHUNK`], each
     /// re-checked atomically with the `requested_at_ms` guard. So a listing of 200,000 channels
     /// never runs as one long command: webhooks and pings are served between the calls, and a
-    /// chunk's answer stays well inside the store timeout. The result is the same as one atomic
-    /// pass: a member added after the listing was requested carries a newer time and stands, and
-    /// one that appears or goes between the scan and its chunk is left as it is.
+    /// chunk's answer stays well inside the store timeout. Each change is as safe as in one
+    /// atomic pass: a channel changed by an event after the listing was requested carries a newer
+    /// time and stands, and one whose membership changed between the scan and its chunk is left
+    /// as it now is (the next round looks again).
     async fn reconcile(
         &self,
         listed: &[String],
