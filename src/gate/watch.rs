@@ -10,9 +10,10 @@
 //! Memory is bounded per stream and in number of streams. At most `--max-watch-streams` streams
 //! are open at once; past that a new one is answered `RESOURCE_EXHAUSTED` (clients resubscribe
 //! with backoff). The snapshot goes out in pieces of [`SNAPSHOT_CHUNK`] names, each built only
-//! when the [`OUTBOX`] has room, so names leave this process's copy as the reader reads them. A
-//! reader that leaves a piece untaken for [`SNAPSHOT_STALL`] is ended with
-//! `RESOURCE_EXHAUSTED`: a reader that never reads pins its copy of the set for that long at most.
+//! when the [`OUTBOX`] has room, so the stream's own copy of the set shrinks as the reader reads.
+//! A reader that leaves a piece untaken for [`SNAPSHOT_STALL`] is ended with
+//! `RESOURCE_EXHAUSTED`: a reader that never reads pins that copy for that long at most, then
+//! only what is already queued (at most [`OUTBOX`] messages).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,7 +50,7 @@ pub const SNAPSHOT_STALL: Duration = Duration::from_secs(5);
 /// The default of `--max-watch-streams`.
 pub const DEFAULT_MAX_STREAMS: usize = 1024;
 
-/// The cap on open streams: each holds one permit until its task ends.
+/// The cap on open streams: each holds one permit until tonic drops it (the stream closed).
 #[derive(Debug)]
 pub struct Watchers {
     permits: Arc<Semaphore>,
