@@ -184,6 +184,11 @@ pub struct Cli {
     #[arg(long, env = "OCCUPANCY_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = at_least_one)]
     pub http_max_connections: usize,
 
+    /// Most WatchOccupancy streams open at once; more are answered RESOURCE_EXHAUSTED. Each
+    /// stream holds a task and, while its snapshot is sent, a copy of the watched set.
+    #[arg(long, env = "OCCUPANCY_MAX_WATCH_STREAMS", default_value_t = 1024, value_parser = at_least_one)]
+    pub max_watch_streams: usize,
+
     /// Extra PEM CA certificates to trust for the Pusher API (a self-hosted Pusher-compatible
     /// server with a private CA). The system's roots stay trusted.
     #[arg(long, env = "OCCUPANCY_PUSHER_CA")]
@@ -316,6 +321,8 @@ pub struct Config {
     pub http_body_timeout: Duration,
     /// Webhook connection cap.
     pub http_max_connections: usize,
+    /// `WatchOccupancy` stream cap.
+    pub max_watch_streams: usize,
     /// Extra CA certificates (PEM) for the Pusher API.
     pub pusher_ca: Option<Vec<u8>>,
     /// TLS for the gRPC listener, read from the PEM files given.
@@ -437,6 +444,7 @@ impl Cli {
             http_header_timeout: self.http_header_timeout,
             http_body_timeout: self.http_body_timeout,
             http_max_connections: self.http_max_connections,
+            max_watch_streams: self.max_watch_streams,
             pusher_ca,
             grpc_tls,
             grpc_addr: self.grpc_addr,
@@ -482,8 +490,8 @@ impl Cli {
     }
 }
 
-/// Adds the environment variable to an invalid value's error (`'--retention <RETENTION> /
-/// OCCUPANCY_RETENTION'`): the value may have come from either, and the checks declared on the
+/// Names the flag with its environment variable in an invalid value's error (`'--retention /
+/// OCCUPANCY_RETENTION'`, as every other configuration error does): the value may have come from either, and the checks declared on the
 /// flags (their value parsers) know neither.
 pub fn name_env_in_error(command: &clap::Command, mut err: clap::Error) -> clap::Error {
     use clap::error::{ContextKind, ContextValue};
@@ -503,7 +511,7 @@ pub fn name_env_in_error(command: &clap::Command, mut err: clap::Error) -> clap:
     if let Some(env) = env {
         err.insert(
             ContextKind::InvalidArg,
-            ContextValue::String(format!("{arg} / {env}")),
+            ContextValue::String(format!("--{long} / {env}")),
         );
     }
     err

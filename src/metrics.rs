@@ -32,7 +32,8 @@ pub struct Metrics {
     /// `IsOccupied` answers, by `app` and `answer` (occupied, vacant).
     pub gate_checks: Counters,
     /// Channels asked to publish to, by `app` and `outcome` (published, skipped, deferred,
-    /// superseded, published_store_down): skipped ones are Pusher calls saved.
+    /// superseded, published_store_down, held_retried): skipped ones are Pusher calls saved;
+    /// held_retried counts held updates sent again after a send that may pass failed.
     pub publish_channels: Counters,
     /// Pusher API requests, by `endpoint` (events, channels) and `status` (HTTP code, timeout,
     /// unreachable).
@@ -62,7 +63,8 @@ pub struct Metrics {
     pub reconcile_triggers: Counters,
     /// Reconcile rounds of one app, by `app` and `result` (`repaired`, `clean`,
     /// `locked_elsewhere`: another replica holds this interval's lock, `store_unavailable`,
-    /// `listing_failed`, `failed`).
+    /// `listing_failed`, `listing_refused`: too large, not a listing or an invalid name, and
+    /// nothing changed; `failed`).
     pub reconcile_rounds: Counters,
     /// Times the change feed was established (re-established after a break counts again).
     pub feed_follows: Counter,

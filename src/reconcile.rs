@@ -7,6 +7,12 @@
 //! removed, but an event applied after the listing was requested stands (see
 //! [`OccupancyStore::reconcile`]). Each listing is one Pusher API call against the app's quota,
 //! so with several replicas a short lock in the store lets only one of them list per interval.
+//!
+//! The listing is trusted no more than a webhook: its size is bounded and every name checked,
+//! and a listing that fails either check changes nothing (see
+//! [`Publisher::channels`](crate::pusher::Publisher::channels)). The store applies the difference
+//! in small chunks so that a listing of hundreds of thousands of channels never holds Redis for
+//! long: webhooks and health checks are served between chunks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::{App, Apps};
+use crate::pusher::ListingError;
 use crate::store::{OccupancyStore, now_ms};
 
 /// Reconciles every app until `shutdown`: now, then every `interval`, and whenever `recovered`
@@ -79,11 +86,16 @@ async fn round<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: Duration)
     let requested_at = now_ms();
     let listed = match app.publisher.channels().await {
         Ok(listed) => listed,
-        Err(err) => {
+        Err(err @ ListingError::Request(_)) => {
             tracing::warn!(app = %app.id, error = %crate::pusher::error_chain(&err), "reconcile skipped: cannot list channels");
             return "listing_failed";
         }
+        Err(err) => {
+            tracing::warn!(app = %app.id, reason = err.reason(), error = %crate::pusher::error_chain(&err), "reconcile skipped: the channel list was refused and nothing was changed");
+            return "listing_refused";
+        }
     };
+    let started = std::time::Instant::now();
     match app.store.reconcile(&listed, requested_at).await {
         Ok(repairs) if repairs.added.is_empty() && repairs.removed.is_empty() => {
             tracing::debug!(app = %app.id, listed = listed.len(), "reconciled: nothing to repair");
@@ -108,6 +120,7 @@ async fn round<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: Duration)
                 removed = repairs.removed.len(),
                 added_channels = ?repairs.added.iter().take(20).collect::<Vec<_>>(),
                 removed_channels = ?repairs.removed.iter().take(20).collect::<Vec<_>>(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
                 "reconciled: repaired the set from Pusher's channel list"
             );
             "repaired"

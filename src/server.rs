@@ -43,6 +43,8 @@ pub struct Settings<S> {
     pub http_limits: HttpLimits,
     /// What `PublishIfOccupied` does while the store cannot be asked.
     pub store_down: StoreDownPolicy,
+    /// Most `WatchOccupancy` streams open at once.
+    pub max_watch_streams: usize,
     /// How often the store is pinged for health.
     pub health_interval: Duration,
     /// How often sets are reconciled with Pusher; `None` turns reconciliation off.
@@ -195,7 +197,8 @@ pub(crate) async fn spawn<S: OccupancyStore>(
         coalescer.clone(),
         settings.store_down,
         stop.clone(),
-    );
+    )
+    .with_max_watch_streams(settings.max_watch_streams);
     let tokens = settings.grpc_tokens;
     let budget =
         crate::grpc_budget::RequestBudget::new(crate::grpc_budget::GRPC_BUFFER_BUDGET_BYTES);

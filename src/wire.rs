@@ -2,6 +2,7 @@
 //! Pusher signs it, signing an API request as an official server SDK does, and the limits the
 //! gate applies to what it receives.
 
+pub use crate::gate::watch::SNAPSHOT_STALL;
 pub use crate::pusher::signing::{
     sign as sign_api_request, sign_with as sign_api_request_with, signed_query, string_to_sign,
 };

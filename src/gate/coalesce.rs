@@ -6,8 +6,16 @@
 //! newer held update replacing an older one; at the end of the interval the held update is sent
 //! (if the channel is still occupied) and a new interval starts. So the last update is always
 //! delivered, at most one interval late. On shutdown held updates are sent at once, not dropped.
+//!
+//! Keys that start an interval in the same publish share one task, so their held updates go out
+//! together: one Pusher call per 100 channels holding the same data, not one call per channel.
+//! A held update whose send fails in a way that may pass (429, 5xx, a timeout, Pusher
+//! unreachable) is kept and sent again after a growing delay, until it goes out, a newer update
+//! replaces it, or the process drains (one last attempt then). Other failures (a 4xx that
+//! retrying cannot fix) are logged and the update dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,6 +24,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::apps::App;
 use crate::channel::ChannelName;
+use crate::metrics::{count, metrics};
+use crate::pusher::PublishError;
 use crate::store::OccupancyStore;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -26,7 +36,7 @@ struct Key {
 }
 
 /// An update waiting for the end of its interval.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Held {
     data: String,
     socket_id: Option<String>,
@@ -36,6 +46,9 @@ struct Held {
 struct Slot {
     interval: Duration,
     held: Option<Held>,
+    /// The task pacing this key: a key retired and started again belongs to a new task, and
+    /// the old one must leave it alone.
+    pacer: u64,
 }
 
 /// What happened to one channel's update.
@@ -59,6 +72,8 @@ pub struct Coalescer {
     tasks: TaskTracker,
     /// Cancelled when the gate shuts down: held updates are sent then.
     shutdown: CancellationToken,
+    /// Numbers the pacing tasks.
+    pacers: AtomicU64,
 }
 
 impl Coalescer {
@@ -68,11 +83,13 @@ impl Coalescer {
             slots: Mutex::default(),
             tasks: TaskTracker::new(),
             shutdown,
+            pacers: AtomicU64::new(0),
         }
     }
 
     /// Decides for each of `channels` whether its update goes out now or is held. For channels
-    /// sent now the caller publishes; a task per busy key sends held updates later.
+    /// sent now the caller publishes; one task for the keys this call starts sends their held
+    /// updates later, together.
     pub fn decide<S: OccupancyStore>(
         self: &Arc<Self>,
         app: &Arc<App<S>>,
@@ -82,8 +99,10 @@ impl Coalescer {
         socket_id: Option<&str>,
         interval: Duration,
     ) -> Vec<Decision> {
+        let pacer = self.pacers.fetch_add(1, Ordering::Relaxed);
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        channels
+        let mut started = Vec::new();
+        let decisions = channels
             .iter()
             .map(|channel| {
                 let key = Key {
@@ -109,14 +128,20 @@ impl Coalescer {
                             Slot {
                                 interval,
                                 held: None,
+                                pacer,
                             },
                         );
-                        self.tasks.spawn(self.clone().pace(app.clone(), key));
+                        started.push(key);
                         Decision::Now
                     }
                 }
             })
-            .collect()
+            .collect();
+        if !started.is_empty() {
+            self.tasks
+                .spawn(self.clone().pace(app.clone(), pacer, started));
+        }
+        decisions
     }
 
     /// Waits until every held update was sent (they are sent at once after shutdown).
@@ -125,65 +150,171 @@ impl Coalescer {
         self.tasks.wait().await;
     }
 
-    /// One key's intervals: after each, send what is held, or retire the key when nothing is.
-    async fn pace<S: OccupancyStore>(self: Arc<Self>, app: Arc<App<S>>, key: Key) {
+    /// The intervals of keys started together: after each, send what is held, retire the keys
+    /// that hold nothing, and stop when none is left. After a failed send that may pass, the
+    /// next round waits for the retry delay (at least the interval).
+    async fn pace<S: OccupancyStore>(
+        self: Arc<Self>,
+        app: Arc<App<S>>,
+        pacer: u64,
+        mut keys: Vec<Key>,
+    ) {
+        let mut retry: Option<Duration> = None;
         loop {
             let interval = {
                 let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-                match slots.get(&key) {
-                    Some(slot) => slot.interval,
+                keys.retain(|key| slots.get(key).is_some_and(|slot| slot.pacer == pacer));
+                match keys
+                    .iter()
+                    .filter_map(|key| slots.get(key))
+                    .map(|s| s.interval)
+                    .max()
+                {
+                    Some(interval) => interval,
                     None => return,
                 }
             };
+            let wait = retry.map_or(interval, |delay| delay.max(interval));
             let draining = tokio::select! {
-                _ = tokio::time::sleep(interval) => false,
+                _ = tokio::time::sleep(wait) => false,
                 _ = self.shutdown.cancelled() => true,
             };
-            let held = {
+            let held: Vec<(Key, Held)> = {
                 let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-                let held = slots.get_mut(&key).and_then(|slot| slot.held.take());
-                if held.is_none() || draining {
-                    slots.remove(&key);
+                let mut held = Vec::new();
+                for key in &keys {
+                    match slots.get_mut(key).and_then(|slot| slot.held.take()) {
+                        Some(update) => held.push((key.clone(), update)),
+                        None => {
+                            slots.remove(key);
+                        }
+                    }
+                    if draining {
+                        slots.remove(key);
+                    }
                 }
                 held
             };
-            let Some(held) = held else { return };
-            send_held(&app, &key, held).await;
-            if draining {
+            if held.is_empty() {
                 return;
             }
+            let failed = send_held(&app, held).await;
+            if draining {
+                for (key, _) in &failed {
+                    tracing::warn!(app = %app.id, channel = %key.channel, event = %key.event, "held update dropped: Pusher still failing at shutdown");
+                }
+                return;
+            }
+            if failed.is_empty() {
+                retry = None;
+                continue;
+            }
+            // Put each failed update back unless a newer one took its place meanwhile.
+            count(
+                &metrics().publish_channels,
+                &[("app", &app.id), ("outcome", "held_retried")],
+                failed.len() as u64,
+            );
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, update) in failed {
+                if let Some(slot) = slots.get_mut(&key) {
+                    slot.held.get_or_insert(update);
+                }
+            }
+            let delay = retry.map_or(RETRY_FIRST, |delay| (delay * 2).min(RETRY_MAX));
+            retry = Some(delay);
         }
     }
 }
 
-/// Sends a held update if its channel is still occupied.
-async fn send_held<S: OccupancyStore>(app: &App<S>, key: &Key, held: Held) {
-    match app.store.occupied(std::slice::from_ref(&key.channel)).await {
-        Ok(answer) if answer.first() == Some(&true) => {}
-        Ok(_) => {
-            tracing::debug!(app = %app.id, channel = %key.channel, event = %key.event, "held update dropped: the channel was vacated");
-            return;
-        }
+/// The first delay before a failed held update is sent again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The longest delay between attempts, so an update still arrives soon after Pusher recovers.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The most channels one Pusher trigger call may name.
+const MAX_CHANNELS_PER_CALL: usize = 100;
+
+/// Sends held updates whose channels are still occupied, one call per 100 channels sharing the
+/// same data. Returns the updates whose send failed in a way that may pass, to try again.
+async fn send_held<S: OccupancyStore>(app: &App<S>, held: Vec<(Key, Held)>) -> Vec<(Key, Held)> {
+    let channels: Vec<ChannelName> = held.iter().map(|(key, _)| key.channel.clone()).collect();
+    let held: Vec<(Key, Held)> = match app.store.occupied(&channels).await {
+        Ok(answer) if answer.len() == held.len() => held
+            .into_iter()
+            .zip(answer)
+            .filter_map(|(update, occupied)| {
+                if !occupied {
+                    tracing::debug!(app = %app.id, channel = %update.0.channel, event = %update.0.event, "held update dropped: the channel was vacated");
+                }
+                occupied.then_some(update)
+            })
+            .collect(),
+        Ok(_) => held,
         Err(err) => {
             // Better to pay for one call than to lose the last update.
-            tracing::warn!(app = %app.id, error = ?err, "store unavailable: sending the held update anyway");
+            tracing::warn!(app = %app.id, error = ?err, "store unavailable: sending the held updates anyway");
+            held
+        }
+    };
+    // Updates carrying the same data (and exclusion) can share a call.
+    let mut groups: HashMap<Held, Vec<Key>> = HashMap::new();
+    for (key, update) in held {
+        groups.entry(update).or_default().push(key);
+    }
+    let mut failed = Vec::new();
+    for (update, keys) in groups {
+        for call in keys.chunks(MAX_CHANNELS_PER_CALL) {
+            let channels: Vec<ChannelName> = call.iter().map(|key| key.channel.clone()).collect();
+            let event = &call[0].event;
+            match app
+                .publisher
+                .trigger(&channels, event, &update.data, update.socket_id.as_deref())
+                .await
+            {
+                Ok(()) => {
+                    tracing::debug!(app = %app.id, channels = channels.len(), %event, "held updates sent")
+                }
+                Err(err) if may_pass(&err) => {
+                    tracing::warn!(app = %app.id, channels = channels.len(), %event, error = %crate::pusher::error_chain(&err), "held updates could not be sent: trying again");
+                    failed.extend(call.iter().map(|key| (key.clone(), update.clone())));
+                }
+                Err(err) => {
+                    tracing::warn!(app = %app.id, channels = channels.len(), %event, error = %crate::pusher::error_chain(&err), "held updates could not be sent and were dropped")
+                }
+            }
         }
     }
-    match app
-        .publisher
-        .trigger(
-            std::slice::from_ref(&key.channel),
-            &key.event,
-            &held.data,
-            held.socket_id.as_deref(),
-        )
-        .await
-    {
-        Ok(()) => {
-            tracing::debug!(app = %app.id, channel = %key.channel, event = %key.event, "held update sent")
+    failed
+}
+
+/// Whether a failed send may succeed later: Pusher was busy or broken (429, 5xx), did not
+/// answer, or could not be reached. A 4xx other than 429 will fail the same way again.
+fn may_pass(err: &PublishError) -> bool {
+    match err {
+        PublishError::Rejected { status, .. } => *status == 429 || *status >= 500,
+        PublishError::Timeout(_) | PublishError::Unreachable(_) => true,
+        PublishError::Encode(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_may_pass_are_retried() {
+        let rejected = |status| PublishError::Rejected {
+            status,
+            reason: String::new(),
+        };
+        for status in [429, 500, 502, 503, 504] {
+            assert!(may_pass(&rejected(status)), "{status}");
         }
-        Err(err) => {
-            tracing::warn!(app = %app.id, channel = %key.channel, event = %key.event, error = %crate::pusher::error_chain(&err), "held update could not be sent")
+        for status in [400, 401, 403, 404, 413] {
+            assert!(!may_pass(&rejected(status)), "{status}");
         }
+        assert!(may_pass(&PublishError::Timeout(Duration::from_secs(1))));
     }
 }

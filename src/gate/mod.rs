@@ -7,7 +7,7 @@
 pub mod coalesce;
 pub mod request;
 mod status;
-mod watch;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ pub struct Gate<S> {
     shutdown: CancellationToken,
     coalescer: Arc<Coalescer>,
     store_down: StoreDownPolicy,
+    watchers: watch::Watchers,
 }
 
 /// What `PublishIfOccupied` does when the store cannot be asked.
@@ -58,7 +59,14 @@ impl<S> Gate<S> {
             shutdown,
             coalescer,
             store_down,
+            watchers: watch::Watchers::new(watch::DEFAULT_MAX_STREAMS),
         }
+    }
+
+    /// Caps the `WatchOccupancy` streams open at once at `max` (`--max-watch-streams`).
+    pub fn with_max_watch_streams(mut self, max: usize) -> Self {
+        self.watchers = watch::Watchers::new(max);
+        self
     }
 
     fn app(&self, app_id: &str) -> Result<&Arc<App<S>>, Status> {
@@ -219,9 +227,11 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         let request = request.into_inner();
         let app = self.app(&request.app_id)?.clone();
         let prefix = request::watch_prefix(request.channel_prefix).map_err(status::invalid)?;
+        let slot = self.watchers.admit()?;
         Ok(Response::new(watch::start(
             app,
             prefix,
+            slot,
             self.shutdown.clone(),
         )))
     }

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::signing::signed_query;
-use crate::channel::ChannelName;
+use crate::channel::{ChannelName, ChannelNameError};
 use crate::metrics::{count, metrics, observe};
 
 /// Where and as whom to publish.
@@ -91,10 +91,63 @@ pub struct Publisher {
     channels_url: Url,
 }
 
-/// The answer to `GET /apps/{app_id}/channels`.
+/// The answer to `GET /apps/{app_id}/channels`: only the names matter, each entry's attributes
+/// (`user_count` when asked for) are skipped without being kept.
 #[derive(serde::Deserialize)]
 struct ChannelsAnswer {
-    channels: std::collections::HashMap<String, serde_json::Value>,
+    channels: std::collections::HashMap<String, serde::de::IgnoredAny>,
+}
+
+/// The largest channel listing read. It must fit a million channels: each entry is at most
+/// `"<name>":{},` with a name of up to
+/// [`MAX_WEBHOOK_CHANNEL_NAME_LEN`](crate::channel::MAX_WEBHOOK_CHANNEL_NAME_LEN) (200) bytes, so 206 bytes,
+/// or about 226 with a `{"user_count":N}` attribute: 1,000,000 x 226 = 226 MB < 256 MiB
+/// (268 MB). Real names are far shorter (a million 40-byte names is about 50 MB); the bound is
+/// there so a broken or hostile server cannot make the process read without end.
+pub const MAX_LISTING_BYTES: usize = 256 * 1024 * 1024;
+
+/// Why a channel listing was not used. Nothing is changed for any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    /// The request failed or Pusher answered with an error.
+    #[error(transparent)]
+    Request(#[from] PublishError),
+    /// The body was larger than the limit.
+    #[error("the channel list is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The body is not `{"channels": {...}}`.
+    #[error("the answer is not a channel list")]
+    Malformed(#[source] serde_json::Error),
+    /// A listed name is not a channel name Pusher would send. The name is not quoted: it may
+    /// hold line breaks or anything else a log must not carry.
+    #[error("the channel list names an invalid channel")]
+    BadName(#[source] ChannelNameError),
+}
+
+impl ListingError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Request(_) => "request_failed",
+            Self::TooLarge(_) => "too_large",
+            Self::Malformed(_) => "malformed",
+            Self::BadName(_) => "bad_name",
+        }
+    }
+}
+
+/// Reads a listing body, checking every name; one bad name refuses the whole listing.
+fn parse_listing(body: &[u8]) -> Result<Vec<String>, ListingError> {
+    let answer: ChannelsAnswer = serde_json::from_slice(body).map_err(ListingError::Malformed)?;
+    answer
+        .channels
+        .into_keys()
+        .map(|name| {
+            ChannelName::from_webhook(name)
+                .map(|c| c.as_str().to_owned())
+                .map_err(ListingError::BadName)
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for Publisher {
@@ -197,7 +250,12 @@ impl Publisher {
 
     /// Every occupied channel of the app, from `GET /apps/{app_id}/channels` (one API call,
     /// counted against the app's quota like any other).
-    pub async fn channels(&self) -> Result<Vec<String>, PublishError> {
+    ///
+    /// The answer is trusted no more than a webhook: its body is read up to
+    /// [`MAX_LISTING_BYTES`] and every name must pass [`ChannelName::from_webhook`], else the
+    /// whole listing is refused (one bad name, such as one holding a newline that would inject
+    /// lines into the change feed, means the answer is not what Pusher sends).
+    pub async fn channels(&self) -> Result<Vec<String>, ListingError> {
         let query = signed_query(
             &self.config.key,
             self.config.secret.expose_secret(),
@@ -215,20 +273,34 @@ impl Publisher {
             .await
             .map_err(|e| self.transport_error(e));
         record("channels", started, &response);
-        let response = response?;
+        let mut response = response?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
             return Err(PublishError::Rejected {
                 status: status.as_u16(),
                 reason: shorten(text.trim()),
-            });
+            }
+            .into());
         }
-        let answer: ChannelsAnswer = response.json().await.map_err(|e| PublishError::Rejected {
-            status: status.as_u16(),
-            reason: format!("not a channel list: {}", e.without_url()),
-        })?;
-        Ok(answer.channels.into_keys().collect())
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_LISTING_BYTES as u64)
+        {
+            return Err(ListingError::TooLarge(MAX_LISTING_BYTES));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e))?
+        {
+            if body.len() + chunk.len() > MAX_LISTING_BYTES {
+                return Err(ListingError::TooLarge(MAX_LISTING_BYTES));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_listing(&body)
     }
 
     /// Sends one request to `{api_url}/apps/{app_id}/{suffix}` as received by the gate's own
@@ -322,5 +394,41 @@ fn shorten(text: &str) -> String {
     match text.char_indices().nth(MAX_REASON_LEN) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_gives_its_names_and_skips_their_attributes() {
+        let mut names = parse_listing(
+            br##"{"channels":{"a":{},"presence-b":{"user_count":3},"#server-to-user-1":{}}}"##,
+        )
+        .expect("a good listing");
+        names.sort();
+        assert_eq!(names, ["#server-to-user-1", "a", "presence-b"]);
+    }
+
+    #[test]
+    fn one_bad_name_refuses_the_whole_listing() {
+        for body in [
+            r#"{"channels":{"a":{},"b\n+c":{}}}"#.to_owned(),
+            r#"{"channels":{"a":{},"":{}}}"#.to_owned(),
+            format!(r#"{{"channels":{{"a":{{}},"{}":{{}}}}}}"#, "x".repeat(201)),
+        ] {
+            assert!(
+                matches!(
+                    parse_listing(body.as_bytes()),
+                    Err(ListingError::BadName(_))
+                ),
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            parse_listing(b"[]"),
+            Err(ListingError::Malformed(_))
+        ));
     }
 }

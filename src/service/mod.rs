@@ -326,6 +326,7 @@ fn settings<S: OccupancyStore>(
             max_connections: config.http_max_connections,
         },
         store_down: config.store_down,
+        max_watch_streams: config.max_watch_streams,
         health_interval: config.health_interval,
         reconcile_interval: config.reconcile_interval,
         grpc_tokens: BearerTokens::new(&config.grpc_tokens),

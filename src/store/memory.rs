@@ -4,6 +4,7 @@
 //! which is why start-up logs say so plainly when this store is chosen. It orders events exactly
 //! as the Redis store does, so both pass the same tests.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -38,6 +39,9 @@ pub struct MemoryStore {
     retention_ms: u64,
     changes: broadcast::Sender<Arc<FeedEvent>>,
 }
+
+/// How many reconcile changes are made under one write lock (see the Redis store's chunk).
+const RECONCILE_CHUNK: usize = 1000;
 
 /// How often vacated entries past the window are dropped: often enough to bound memory, rarely
 /// enough that the scan costs nothing noticeable.
@@ -126,48 +130,64 @@ impl OccupancyStore for MemoryStore {
             .collect())
     }
 
+    /// Like the Redis store: the difference is found under a read lock, then applied in
+    /// chunks of [`RECONCILE_CHUNK`], each under a short write lock that re-checks the guard, so
+    /// a listing of hundreds of thousands of channels never blocks readers for long.
     async fn reconcile(
         &self,
         listed: &[String],
         requested_at_ms: u64,
     ) -> Result<Repairs, StoreError> {
-        let mut state = self.write();
+        // Names to add borrow from the listing; names to remove are copied out of the lock.
+        let changes: Vec<(Cow<'_, str>, bool)> = {
+            let state = self.read();
+            let wanted: std::collections::HashSet<&str> =
+                listed.iter().map(String::as_str).collect();
+            let missing = wanted
+                .iter()
+                .filter(|c| !state.channels.get(**c).is_some_and(|e| e.occupied))
+                .map(|c| (Cow::Borrowed(*c), true));
+            let stale = state
+                .channels
+                .iter()
+                .filter(|(c, e)| e.occupied && !wanted.contains(&***c))
+                .map(|(c, _)| (Cow::Owned(c.to_string()), false));
+            missing.chain(stale).collect()
+        };
         let mut repairs = Repairs::default();
-        // An event newer than the request stands: it happened after Pusher made its list.
-        let newer = |entry: Option<&Entry>| entry.is_some_and(|e| e.time_ms > requested_at_ms);
-        let listed_set: std::collections::HashSet<&str> =
-            listed.iter().map(String::as_str).collect();
-        for channel in listed {
-            let entry = state.channels.get(channel.as_str());
-            if entry.is_some_and(|e| e.occupied) || newer(entry) {
-                continue;
+        for chunk in changes.chunks(RECONCILE_CHUNK) {
+            let mut batch = Repairs::default();
+            let mut state = self.write();
+            for (channel, occupied) in chunk {
+                let (channel, occupied) = (channel.as_ref(), *occupied);
+                let entry = state.channels.get(channel).copied();
+                // An event newer than the request stands: it happened after Pusher made its list.
+                if entry.is_some_and(|e| e.time_ms > requested_at_ms || e.occupied == occupied)
+                    || (!occupied && entry.is_none())
+                {
+                    continue;
+                }
+                state.channels.insert(
+                    channel.into(),
+                    Entry {
+                        occupied,
+                        time_ms: requested_at_ms,
+                    },
+                );
+                if occupied {
+                    batch.added.push(channel.to_owned());
+                } else {
+                    batch.removed.push(channel.to_owned());
+                }
             }
-            state.channels.insert(
-                channel.as_str().into(),
-                Entry {
-                    occupied: true,
-                    time_ms: requested_at_ms,
-                },
-            );
-            repairs.added.push(channel.clone());
+            drop(state);
+            self.announce(ChangeBatch {
+                occupied: batch.added.clone(),
+                vacated: batch.removed.clone(),
+            });
+            repairs.added.extend(batch.added);
+            repairs.removed.extend(batch.removed);
         }
-        for (channel, entry) in state.channels.iter_mut() {
-            if entry.occupied
-                && !listed_set.contains(&**channel)
-                && entry.time_ms <= requested_at_ms
-            {
-                *entry = Entry {
-                    occupied: false,
-                    time_ms: requested_at_ms,
-                };
-                repairs.removed.push(channel.to_string());
-            }
-        }
-        drop(state);
-        self.announce(ChangeBatch {
-            occupied: repairs.added.clone(),
-            vacated: repairs.removed.clone(),
-        });
         Ok(repairs)
     }
 

@@ -171,7 +171,9 @@ pub trait OccupancyStore: Send + Sync + 'static {
     fn members(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Makes the set equal `listed` (Pusher's answer to a listing requested at `requested_at_ms`),
-    /// except for channels changed by an event newer than the request, which stand.
+    /// except for channels changed by an event newer than the request, which stand. The one call
+    /// that may take many short steps (chunks) rather than one: a listing can name hundreds of
+    /// thousands of channels, and no single step may hold the backend long.
     fn reconcile(
         &self,
         listed: &[String],

@@ -36,6 +36,7 @@ use serde_json::json;
 
 pub use self::budget::{BodyBudget, MAX_BUDGET_BYTES};
 pub use self::payload::Batch;
+pub use self::payload::MAX_FUTURE_MS;
 pub use self::signature::{WebhookKey, WebhookKeys, sign};
 use crate::apps::Apps;
 use crate::metrics::{count, metrics};
