@@ -49,6 +49,12 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     /// 1 while answers come from the local copy kept by the change feed.
     pub feed_up: Gauge,
+    /// Times this replica found that Redis lost an app's data (restarted empty, flushed, failed
+    /// over to a replica that lacked it).
+    pub store_data_loss: Counter,
+    /// Local copies read again while the feed stayed up or came back, by `reason` (gap,
+    /// regression, epoch, repaired, reconnect).
+    pub feed_resyncs: Counters,
 }
 
 fn latency() -> Histogram {
@@ -71,6 +77,8 @@ impl Metrics {
             reconcile_repairs: Counters::default(),
             watch_streams: Gauge::default(),
             feed_up: Gauge::default(),
+            store_data_loss: Counter::default(),
+            feed_resyncs: Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -129,6 +137,16 @@ impl Metrics {
             "feed_up",
             "1 while answers come from the local copy",
             metrics.feed_up.clone(),
+        );
+        registry.register(
+            "store_data_loss",
+            "Times Redis was found to have lost an app's data",
+            metrics.store_data_loss.clone(),
+        );
+        registry.register(
+            "feed_resyncs",
+            "Local copies read again, by reason",
+            metrics.feed_resyncs.clone(),
         );
         Self {
             registry,

@@ -96,6 +96,38 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// Wakes the reconcile loop (through `recovered`) whenever a store asks for a repair at once:
+/// Redis lost data, or the change feed broke and may have missed changes. One forwarder per
+/// distinct request source, until `stop`.
+fn forward_repair_requests<S: OccupancyStore>(
+    apps: &Apps<S>,
+    recovered: &Arc<Notify>,
+    stop: &CancellationToken,
+) {
+    let mut sources: Vec<Arc<Notify>> = Vec::new();
+    for app in apps.iter() {
+        if let Some(source) = app.store.repair_wanted()
+            && !sources.iter().any(|s| Arc::ptr_eq(s, &source))
+        {
+            sources.push(source);
+        }
+    }
+    for source in sources {
+        let (recovered, stop) = (recovered.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = source.notified() => {
+                        tracing::info!("the store may have lost changes: reconciling now");
+                        recovered.notify_one();
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Reflection over every service this server offers, ready to build in either dialect.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
@@ -125,6 +157,7 @@ pub async fn serve<S: OccupancyStore>(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness::default();
     let recovered = Arc::new(Notify::new());
+    forward_repair_requests(&settings.apps, &recovered, &stop);
     let health_task = tokio::spawn(health::track_store(
         settings.apps.clone(),
         reporter,
