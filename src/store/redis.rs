@@ -570,8 +570,8 @@ impl RedisStore {
     }
 
     /// Whether Redis, read directly while the feed is down, lost the data the copy was taken
-    /// from (its marker is gone or replaced): then the copy is the better answer until the feed
-    /// is back and the set repaired, and the feed is told to reconnect now.
+    /// from (its marker is gone or replaced): then Redis's answer is joined with the copy's
+    /// until the feed is back and the set repaired, and the feed is told to reconnect now.
     fn lost_since_copy(&self, epoch: Option<&str>) -> bool {
         let known = self.cache.known();
         let Some(known) = known.epoch.as_deref() else {
@@ -716,9 +716,11 @@ impl OccupancyStore for RedisStore {
             ));
         }
         if self.lost_since_copy(epoch.as_deref()) {
+            // Redis holds the changes made since the loss, the copy those made before it.
             return Ok(channels
                 .iter()
-                .map(|c| self.cache.contains(c.as_str()))
+                .zip(answer)
+                .map(|(c, occupied)| occupied || self.cache.contains(c.as_str()))
                 .collect());
         }
         Ok(answer)
@@ -738,7 +740,9 @@ impl OccupancyStore for RedisStore {
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
         if self.lost_since_copy(epoch.as_deref()) {
-            return Ok(self.cache.members());
+            let mut all: std::collections::HashSet<String> = members.into_iter().collect();
+            all.extend(self.cache.members());
+            return Ok(all.into_iter().collect());
         }
         Ok(members)
     }
