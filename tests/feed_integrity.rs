@@ -279,7 +279,7 @@ fn keys_that_would_share_their_bookkeeping_are_refused_with_one_line() {
          [[app]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\nredis_key = \"{K}\"\n",
     )
     .expect("write apps file");
-    let output = Command::new(env!("CARGO_BIN_EXE_occupancy"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_occupancy"))
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--apps-file", path.to_str().expect("utf-8 path")])
         .env_remove("PUSHER_APP_ID")
@@ -288,11 +288,28 @@ fn keys_that_would_share_their_bookkeeping_are_refused_with_one_line() {
         .env_remove("OCCUPANCY_APPS_FILE")
         .env_remove("REDIS_URL")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run occupancy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for occupancy") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("occupancy started with K and {{K}}: it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line:\n{stderr}");
     assert!(stderr.contains("{K}:times"), "{stderr}");
 }
