@@ -256,3 +256,158 @@ async fn flushall_under_two_replicas_is_repaired_once_without_dark_answers() {
     }
     assert!(!sismember(&redis, "gone-1").await);
 }
+
+/// A `redis-server` that saves its snapshot to a directory of its own, so it can restart from an
+/// older snapshot (as a failover to a lagging replica, or a restart from last night's dump, would
+/// bring back data that lacks the latest writes). Killed on drop.
+struct SnapshotRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl SnapshotRedis {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "occupancy-snapshot-{}-{}",
+            std::process::id(),
+            support::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).expect("snapshot dir");
+        let mut server = Self {
+            port: support::free_port(),
+            dir,
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    fn run(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Killed without saving, then started again from the last snapshot.
+    fn restart_from_snapshot(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.run();
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A [`RedisServer`]-like view for the helpers above: same port, not owned.
+    async fn sismember(&self, channel: &str) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        redis::cmd("SISMEMBER")
+            .arg(SET)
+            .arg(channel)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for SnapshotRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_an_older_snapshot_is_a_data_loss_too() {
+    let mut redis = SnapshotRedis::start();
+    let stub = PusherStub::start().await;
+    stub.set_listing(&["job-1"], Duration::ZERO);
+    let service = Occupancy::start(&[
+        "--redis-url".into(),
+        redis.url(),
+        "--pusher-api-url".into(),
+        stub.url(),
+        "--reconcile-interval".into(),
+        "60s".into(),
+    ]);
+    let gate = OccupancyClient::new(service.channel().await);
+    support::eventually(
+        Duration::from_secs(10),
+        "the start-up reconcile",
+        || async {
+            redis.sismember("job-1").await && occupied(&gate, "job-1").await.unwrap_or(false)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The snapshot holds job-1 and the data's marker; job-2 arrives after it.
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("SAVE")
+        .query_async(&mut connection)
+        .await
+        .expect("SAVE");
+    stub.set_listing(&["job-1", "job-2"], Duration::ZERO);
+    service.send_webhook(&[("channel_occupied", "job-2")]).await;
+    assert!(occupied(&gate, "job-2").await.expect("answer"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let poller = Poller::start(gate.clone(), "job-2");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.restart_from_snapshot();
+    let restarted = Instant::now();
+    assert!(
+        redis.sismember("job-1").await,
+        "the snapshot was loaded (the marker with it)"
+    );
+    loop {
+        if redis.sismember("job-2").await {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(2),
+            "Redis still lacks job-2 2 s after restarting from an older snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("re-seeded {:?} after the restart", restarted.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (asked, vacant, errors) = poller.finish().await;
+    eprintln!("{asked} answers, {errors} errors");
+    assert_eq!(vacant, 0, "{vacant} of {asked} answers said vacant");
+    assert!(metric(&service, "occupancy_store_data_loss_total", &[]).await >= 1.0);
+}

@@ -547,6 +547,11 @@ fn repaired_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(include_str!("lua/repaired.lua")))
 }
 
+fn read_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/read.lua")))
+}
+
 fn reconcile_script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| Script::new(include_str!("lua/reconcile.lua")))
@@ -569,15 +574,23 @@ impl RedisStore {
         invocation
     }
 
-    /// Whether Redis, read directly while the feed is down, lost the data the copy was taken
-    /// from (its marker is gone or replaced): then Redis's answer is joined with the copy's
-    /// until the feed is back and the set repaired, and the feed is told to reconnect now.
-    fn lost_since_copy(&self, epoch: Option<&str>) -> bool {
+    /// The read script (see `lua/read.lua`) in `mode`, comparing with what this copy knows.
+    fn read_invocation(&self, mode: &str) -> redis::ScriptInvocation<'static> {
         let known = self.cache.known();
-        let Some(known) = known.epoch.as_deref() else {
-            return false;
-        };
-        let lost = epoch != Some(known);
+        let mut invocation = read_script().prepare_invoke();
+        invocation
+            .key(&self.keys.set)
+            .key(&self.keys.epoch)
+            .arg(known.epoch.as_deref().unwrap_or(""))
+            .arg(&known.run_id)
+            .arg(mode);
+        invocation
+    }
+
+    /// Notes that Redis, read directly while the feed is down, `lost` the data the copy was
+    /// taken from: then Redis's answer is joined with the copy's until the feed is back and
+    /// the set repaired, and the feed is told to reconnect now. Returns `lost`.
+    fn lost_since_copy(&self, lost: bool) -> bool {
         if lost {
             self.backend.feed_wake().notify_one();
         }
@@ -690,56 +703,41 @@ impl OccupancyStore for RedisStore {
         if channels.is_empty() {
             return Ok(Vec::new());
         }
-        // SISMEMBER per channel, pipelined with the data's marker: one round trip, and unlike
-        // SMISMEMBER it works on every Redis version.
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&self.keys.epoch);
+        let mut invocation = self.read_invocation("channels");
         for channel in channels {
-            pipe.cmd("SISMEMBER")
-                .arg(&self.keys.set)
-                .arg(channel.as_str());
+            invocation.arg(channel.as_str());
         }
-        let (epoch, answer): (Option<String>, Vec<bool>) = self
+        let answer: Vec<u64> = self
             .backend
-            .run(|mut c| async move {
-                let mut values: Vec<redis::Value> = pipe.query_async(&mut c).await?;
-                let epoch = values.remove(0);
-                Ok((
-                    redis::from_redis_value(epoch)?,
-                    redis::from_redis_value(redis::Value::Array(values))?,
-                ))
-            })
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
-        if answer.len() != channels.len() {
+        let Some((&lost, flags)) = answer.split_first() else {
+            return Err(StoreError::Unexpected("the read script gave no answer"));
+        };
+        if flags.len() != channels.len() {
             return Err(StoreError::Unexpected(
                 "Redis answered for a different number of channels",
             ));
         }
-        if self.lost_since_copy(epoch.as_deref()) {
-            // Redis holds the changes made since the loss, the copy those made before it.
-            return Ok(channels
-                .iter()
-                .zip(answer)
-                .map(|(c, occupied)| occupied || self.cache.contains(c.as_str()))
-                .collect());
-        }
-        Ok(answer)
+        let lost = self.lost_since_copy(lost == 1);
+        Ok(channels
+            .iter()
+            .zip(flags)
+            // After a loss Redis holds the changes made since, the copy those made before.
+            .map(|(c, &flag)| flag == 1 || (lost && self.cache.contains(c.as_str())))
+            .collect())
     }
 
     async fn members(&self) -> Result<Vec<String>, StoreError> {
         if self.cache.is_fresh() {
             return Ok(self.cache.members());
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET")
-            .arg(&self.keys.epoch)
-            .cmd("SMEMBERS")
-            .arg(&self.keys.set);
-        let (epoch, members): (Option<String>, Vec<String>) = self
+        let invocation = self.read_invocation("members");
+        let (lost, members): (u64, Vec<String>) = self
             .backend
-            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
-        if self.lost_since_copy(epoch.as_deref()) {
+        if self.lost_since_copy(lost == 1) {
             let mut all: std::collections::HashSet<String> = members.into_iter().collect();
             all.extend(self.cache.members());
             return Ok(all.into_iter().collect());
