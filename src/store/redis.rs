@@ -4,6 +4,9 @@
 //! Events are applied by a Lua script that checks each event's `time_ms` against a sorted set of
 //! per-channel timestamps (`{<set key>}:times`, sharing the set key's hash slot so the script
 //! runs on one slot of a Redis Cluster too) and changes the set in the same atomic step.
+//! Beside them, in the same slot: the counter numbering published changes (`:seq`), the marker
+//! naming the data's epoch and the last epoch repaired (`:epoch`, `:repaired`, see
+//! [`super::feed`] for how a data loss is found and repaired), and the reconcile lock.
 //!
 //! [`RedisBackend`] holds one connection that multiplexes every request: a
 //! [`redis::aio::ConnectionManager`] to one Redis or to the primary the sentinels name, or a
