@@ -313,3 +313,43 @@ fn keys_that_would_share_their_bookkeeping_are_refused_with_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line:\n{stderr}");
     assert!(stderr.contains("{K}:times"), "{stderr}");
 }
+
+/// Another replica's heartbeats on the same feed are no sign that this replica's own
+/// subscription and writes work: a replica that can no longer publish its own heartbeat stops
+/// answering from memory, while the other, healthy one goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_replicas_own_heartbeat_keeps_its_copy_answering() {
+    let redis = RedisServer::start();
+    let stub = PusherStub::start().await;
+    let mut admin = redis.connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "gate-a", "on", ">apw", "~*", "&*", "+@all"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let a = start(
+        format!("redis://gate-a:apw@127.0.0.1:{}/", redis.port),
+        &stub,
+    );
+    let b = start(redis.url(), &stub);
+    for gate in [&a, &b] {
+        support::eventually(Duration::from_secs(5), "feed_up", || async {
+            metric(gate, "occupancy_feed_up", &[]).await == 1.0
+        })
+        .await;
+    }
+    // Replica a can no longer publish (its heartbeat script, or a plain PUBLISH); b still does,
+    // on the channel a is subscribed to.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "gate-a", "-@scripting", "-publish"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    support::eventually(
+        occupancy::store::STALENESS_BOUND * 3,
+        "replica a stops answering from memory",
+        || async { metric(&a, "occupancy_feed_up", &[]).await == 0.0 },
+    )
+    .await;
+    assert_eq!(metric(&b, "occupancy_feed_up", &[]).await, 1.0);
+}
