@@ -269,6 +269,7 @@ pub fn check_distinct(apps: &[AppConfig]) -> Result<(), AppsError> {
     let mut ids = HashSet::new();
     let mut redis_keys = HashSet::new();
     let mut webhook_keys = HashSet::new();
+    let mut derived = std::collections::HashMap::new();
     for app in apps {
         if !ids.insert(app.id.as_str()) {
             return Err(AppsError(format!("app id {} is configured twice", app.id)));
@@ -279,6 +280,7 @@ pub fn check_distinct(apps: &[AppConfig]) -> Result<(), AppsError> {
                 app.id, app.redis_key
             )));
         }
+        check_derived_keys(app, &mut derived)?;
         for key in std::iter::once(&app.key).chain(app.extra_keys.iter().map(|(k, _)| k)) {
             if !webhook_keys.insert(key.as_str()) {
                 return Err(AppsError(format!(
@@ -287,6 +289,33 @@ pub fn check_distinct(apps: &[AppConfig]) -> Result<(), AppsError> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses an app whose Redis keys (its set and the bookkeeping keys derived from it) meet
+/// another app's: `K` and `{K}` are different set keys but share their times, sequence, lock and
+/// feed keys, so the two apps would corrupt each other. `seen` maps each key taken to its app.
+fn check_derived_keys<'a>(
+    app: &'a AppConfig,
+    seen: &mut std::collections::HashMap<String, &'a str>,
+) -> Result<(), AppsError> {
+    let keys = crate::store::StoreKeys::for_set(&app.redis_key);
+    let mut mine: Vec<&str> = std::iter::once(keys.set.as_str())
+        .chain(keys.derived())
+        .collect();
+    mine.dedup();
+    for key in &mine {
+        if let Some(other) = seen.get(*key) {
+            return Err(AppsError(format!(
+                "app {}: redis_key {:?} shares the Redis key {key:?} with app {other} (their \
+                 bookkeeping would mix); give one of them another redis_key",
+                app.id, app.redis_key
+            )));
+        }
+    }
+    for key in mine {
+        seen.insert(key.to_owned(), app.id.as_str());
     }
     Ok(())
 }
@@ -428,6 +457,14 @@ mod tests {
                 "line 4",
             ),
             ("", "defines no [[app]]"),
+            (
+                "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = \"topsecret1\"\nredis_key = \"K\"\n[[app]]\nid = \"2\"\nkey = \"j\"\nsecret = \"topsecret2\"\nredis_key = \"{K}\"\n",
+                "app 2: redis_key \"{K}\" shares the Redis key \"{K}:times\" with app 1",
+            ),
+            (
+                "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = \"topsecret1\"\nredis_key = \"K\"\n[[app]]\nid = \"2\"\nkey = \"j\"\nsecret = \"topsecret2\"\nredis_key = \"{K}:seq\"\n",
+                "shares the Redis key \"{K}:seq\" with app 1",
+            ),
         ] {
             let err = file(text).err().expect("refused").to_string();
             assert!(err.contains(expected), "{expected}: {err}");

@@ -86,6 +86,12 @@ pub struct Metrics {
     /// users, other) and `outcome` (forwarded, dropped, upstream_error, unreachable, timeout,
     /// unauthorized, bad_request, too_large, unknown_app, ...).
     pub pusher_api_requests: Counters,
+    /// Times this replica found that Redis lost an app's data (restarted empty, flushed, failed
+    /// over to a replica that lacked it).
+    pub store_data_loss: Counter,
+    /// Local copies read again while the feed stayed up or came back, by `reason` (gap,
+    /// regression, epoch, repaired, reconnect).
+    pub feed_resyncs: Counters,
 }
 
 fn latency() -> Histogram {
@@ -121,6 +127,8 @@ impl Metrics {
             grpc_insecure: Gauge::default(),
             grpc_requests_refused: Counters::default(),
             pusher_api_requests: Counters::default(),
+            store_data_loss: Counter::default(),
+            feed_resyncs: Counters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -244,6 +252,16 @@ impl Metrics {
             "pusher_api_requests",
             "Requests to the Pusher API listener by endpoint and outcome",
             metrics.pusher_api_requests.clone(),
+        );
+        registry.register(
+            "store_data_loss",
+            "Times Redis was found to have lost an app's data",
+            metrics.store_data_loss.clone(),
+        );
+        registry.register(
+            "feed_resyncs",
+            "Local copies read again, by reason",
+            metrics.feed_resyncs.clone(),
         );
         Self {
             registry,

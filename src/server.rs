@@ -115,6 +115,39 @@ pub enum ServeError {
     Panicked,
 }
 
+/// Wakes the reconcile loop (through `recovered`) whenever a store asks for a repair at once:
+/// Redis lost data, or the change feed broke and may have missed changes. One forwarder per
+/// distinct request source, until `stop`.
+fn forward_repair_requests<S: OccupancyStore>(
+    apps: &Apps<S>,
+    recovered: &Arc<Notify>,
+    stop: &CancellationToken,
+    tasks: &mut TaskSet,
+) {
+    let mut sources: Vec<Arc<Notify>> = Vec::new();
+    for app in apps.iter() {
+        if let Some(source) = app.store.repair_wanted()
+            && !sources.iter().any(|s| Arc::ptr_eq(s, &source))
+        {
+            sources.push(source);
+        }
+    }
+    for source in sources {
+        let (recovered, stop) = (recovered.clone(), stop.clone());
+        tasks.spawn("repair requests", async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = source.notified() => {
+                        tracing::info!("the store may have lost changes: reconciling now");
+                        recovered.notify_one();
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Reflection over every service this server offers, ready to build in either dialect.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
@@ -158,6 +191,7 @@ pub(crate) async fn spawn<S: OccupancyStore>(
     )
     .await;
     let recovered = Arc::new(Notify::new());
+    forward_repair_requests(&settings.apps, &recovered, &stop, tasks);
     {
         let health = health::track_store(
             settings.apps.clone(),

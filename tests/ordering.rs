@@ -119,6 +119,7 @@ on_both_stores!(
     events_outside_a_short_retention_are_stale,
     a_mixed_batch_applies_the_usable_events_and_counts_the_rest,
     within_one_batch_events_apply_in_the_order_listed,
+    on_equal_time_across_requests_occupied_wins,
 );
 
 async fn within_one_batch_events_apply_in_the_order_listed(kind: StoreKind) {
@@ -174,9 +175,10 @@ async fn a_late_vacated_does_not_undo_a_newer_occupied(kind: StoreKind) {
     );
     assert!(env.occupied("job-1").await, "the newer occupied stands");
 
-    // Equal time_ms applies, in arrival order; the reverse order (vacated first, the older
-    // occupied after) ends vacant too.
-    let counts = env.webhook_at(now, &[("channel_vacated", "job-1")]).await;
+    // A vacated newer than the occupied applies; the older occupied arriving after it is stale.
+    let counts = env
+        .webhook_at(now + 1, &[("channel_vacated", "job-1")])
+        .await;
     assert_eq!(counts.vacated, 1, "{counts:?}");
     assert!(!env.occupied("job-1").await);
     let counts = env
@@ -195,9 +197,51 @@ async fn a_late_vacated_does_not_undo_a_newer_occupied(kind: StoreKind) {
             .expect("ZSCORE");
         assert_eq!(
             score,
-            Some(now),
+            Some(now + 1),
             "the time of the last applied event is kept"
         );
+    }
+}
+
+/// Pusher's order between two webhooks stamped with the same `time_ms` is unknown; a watched
+/// channel wrongly vacant loses updates while one wrongly occupied costs one publish, so across
+/// requests occupied wins, whichever arrives first.
+async fn on_equal_time_across_requests_occupied_wins(kind: StoreKind) {
+    let env = Env::start(kind, &[]).await;
+    let now = now_ms();
+
+    // Occupied, then vacated at the same time: the vacated is stale.
+    let counts = env.webhook_at(now, &[("channel_occupied", "a")]).await;
+    assert_eq!(counts.occupied, 1, "{counts:?}");
+    let counts = env.webhook_at(now, &[("channel_vacated", "a")]).await;
+    assert_eq!(
+        counts,
+        Counts {
+            stale: 1,
+            ..Counts::default()
+        },
+        "a vacated at the occupied's time is stale"
+    );
+    assert!(env.occupied("a").await, "a: occupied wins");
+
+    // Vacated, then occupied at the same time (the pair delivered in reverse): occupied.
+    let counts = env.webhook_at(now, &[("channel_vacated", "b")]).await;
+    assert_eq!(counts.vacated, 1, "{counts:?}");
+    let counts = env.webhook_at(now, &[("channel_occupied", "b")]).await;
+    assert_eq!(counts.occupied, 1, "{counts:?}");
+    assert!(env.occupied("b").await, "b: occupied wins");
+    // And a late duplicate of the vacated changes nothing.
+    let counts = env.webhook_at(now, &[("channel_vacated", "b")]).await;
+    assert_eq!(counts.stale, 1, "{counts:?}");
+    assert!(env.occupied("b").await, "b: still occupied");
+
+    // A strictly newer vacated still applies.
+    let counts = env.webhook_at(now + 1, &[("channel_vacated", "a")]).await;
+    assert_eq!(counts.vacated, 1, "{counts:?}");
+    assert!(!env.occupied("a").await, "a: the newer vacated applies");
+
+    if let Some(redis) = &env.redis {
+        assert_eq!(redis.members(SET).await, ["b"]);
     }
 }
 

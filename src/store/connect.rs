@@ -79,6 +79,8 @@ pub(super) enum Target {
         master: String,
         /// The sentinels' addresses, for the log.
         sentinels: Vec<String>,
+        /// The database number on the primary.
+        db: i64,
     },
     /// A Redis Cluster.
     Cluster {
@@ -330,6 +332,7 @@ impl Target {
             client: tokio::sync::Mutex::new(client),
             master: master.to_owned(),
             sentinels: names,
+            db: db.unwrap_or(0),
         })
     }
 
@@ -423,6 +426,16 @@ impl Target {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
+        }
+    }
+
+    /// The database number the data lives in (a cluster has only 0). Pub/sub ignores it, so
+    /// the feed's channel names it.
+    pub(super) fn db(&self) -> i64 {
+        match self {
+            Self::Single(client) => client.get_connection_info().redis_settings().db(),
+            Self::Sentinel { db, .. } => *db,
+            Self::Cluster { .. } => 0,
         }
     }
 
@@ -526,6 +539,13 @@ mod tests {
             SECOND,
         )
         .expect("sentinel");
+        assert_eq!(sentinel.db(), 3);
+        assert_eq!(
+            Target::parse("redis://127.0.0.1:6379/2", None, SECOND)
+                .expect("single")
+                .db(),
+            2
+        );
         assert_eq!(
             sentinel.describe(),
             "redis primary \"mymaster\" found by the sentinels at a:26380,b:26379"

@@ -86,11 +86,20 @@ impl OccupancyStore for MemoryStore {
             state.pruned_at_ms = now;
         }
         let mut result = Applied::default();
+        // Channels changed by this batch: within one webhook, events apply in the order listed.
+        let mut touched = std::collections::HashSet::new();
         for event in events {
             let known = state.channels.get(event.channel.as_str()).copied();
+            let known = known.filter(|entry| entry.time_ms >= horizon);
+            // On equal time_ms from different requests occupied wins (see apply.lua for why).
             let stale = event.time_ms < horizon
-                || known
-                    .is_some_and(|entry| entry.time_ms >= horizon && event.time_ms < entry.time_ms);
+                || known.is_some_and(|entry| {
+                    event.time_ms < entry.time_ms
+                        || (event.time_ms == entry.time_ms
+                            && entry.occupied
+                            && event.occupancy == Occupancy::Vacated
+                            && !touched.contains(event.channel.as_str()))
+                });
             if stale {
                 result.stale += 1;
                 continue;
@@ -105,6 +114,7 @@ impl OccupancyStore for MemoryStore {
                     state.channels.insert(event.channel.as_str().into(), entry);
                 }
             }
+            touched.insert(event.channel.as_str());
             result.applied.push(event.clone());
         }
         drop(state);

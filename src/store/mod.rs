@@ -19,7 +19,7 @@ mod redis;
 use std::future::Future;
 use std::time::Duration;
 
-pub use self::feed::STALENESS_BOUND;
+pub use self::feed::{HEARTBEAT, STALENESS_BOUND};
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisBackend, RedisStore, RedisStoreConfig, StoreKeys, check_redis_url};
 use crate::channel::ChannelName;
@@ -190,6 +190,13 @@ pub trait OccupancyStore: Send + Sync + 'static {
         owner: &str,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Notified when this store wants a reconciliation at once rather than at the next
+    /// interval: its backend lost data, or the feed between replicas broke and changes may have
+    /// been missed. `None` for a store that never does (one private to this process).
+    fn repair_wanted(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 
     /// Succeeds only while the store can answer and take writes; drives the health status.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

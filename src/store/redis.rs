@@ -4,6 +4,9 @@
 //! Events are applied by a Lua script that checks each event's `time_ms` against a sorted set of
 //! per-channel timestamps (`{<set key>}:times`, sharing the set key's hash slot so the script
 //! runs on one slot of a Redis Cluster too) and changes the set in the same atomic step.
+//! Beside them, in the same slot: the counter numbering published changes (`:seq`), the marker
+//! naming the data's epoch and the last epoch repaired (`:epoch`, `:repaired`, see
+//! [`super::feed`] for how a data loss is found and repaired), and the reconcile lock.
 //!
 //! [`RedisBackend`] holds one connection that multiplexes every request: a
 //! [`redis::aio::ConnectionManager`] to one Redis or to the primary the sentinels name, or a
@@ -28,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use super::connect::BadRedisUrl;
 use super::connect::{Link, Target};
-use super::feed::{AppCache, Freshness};
+use super::feed::{AppCache, Known, Snapshot, random_id};
 use super::{Applied, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError, now_ms};
 use crate::channel::ChannelName;
 use crate::metrics::{count, metrics, observe};
@@ -79,9 +82,14 @@ struct Shared {
     failures: AtomicU32,
     target_name: String,
     timeout: Duration,
-    /// Each app's feed channel, local copy and set key.
-    feeds: RwLock<Vec<(String, Arc<AppCache>, String)>>,
-    freshness: Freshness,
+    /// Each app's keys and local copy.
+    feeds: RwLock<Vec<(StoreKeys, Arc<AppCache>)>>,
+    /// Notified when a reconciliation is wanted at once (data lost, or the feed broke).
+    repair: Arc<tokio::sync::Notify>,
+    /// This replica's name on the feed: it counts only its own heartbeats as signs of life.
+    replica_id: String,
+    /// Notified when a read finds Redis answering while the feed is down.
+    feed_wake: tokio::sync::Notify,
 }
 
 /// One Redis deployment (a single Redis, a sentinel-managed primary or a cluster), shared by the
@@ -124,7 +132,9 @@ impl RedisBackend {
                 failures: AtomicU32::new(0),
                 timeout: config.timeout,
                 feeds: RwLock::default(),
-                freshness: Freshness::default(),
+                repair: Arc::new(tokio::sync::Notify::new()),
+                replica_id: random_id(),
+                feed_wake: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -137,6 +147,9 @@ impl RedisBackend {
     /// The store of one app's set, under `keys`, with a local copy that [`Self::run_feed`]
     /// keeps current.
     pub fn store(&self, keys: StoreKeys, retention: Duration) -> RedisStore {
+        // Pub/sub ignores the database number: gates on two databases of one Redis must not
+        // hear each other's changes.
+        let keys = keys.in_db(self.shared.target.db());
         if self.shared.target.is_cluster() && !keys.share_a_slot() {
             tracing::error!(
                 set = %keys.set,
@@ -150,7 +163,7 @@ impl RedisBackend {
             .feeds
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((keys.feed.clone(), cache.clone(), keys.set.clone()));
+            .push((keys.clone(), cache.clone()));
         RedisStore {
             backend: self.clone(),
             keys,
@@ -167,9 +180,17 @@ impl RedisBackend {
         super::feed::run(self.clone(), shutdown)
     }
 
-    /// Whether reads are answered from the local copies right now.
-    pub fn answers_from_memory(&self) -> bool {
-        self.shared.freshness.is_fresh()
+    /// Asks for a reconciliation at once (see [`OccupancyStore::repair_wanted`]).
+    pub(super) fn want_repair(&self) {
+        self.shared.repair.notify_one();
+    }
+
+    pub(super) fn feed_wake(&self) -> &tokio::sync::Notify {
+        &self.shared.feed_wake
+    }
+
+    pub(super) fn replica_id(&self) -> &str {
+        &self.shared.replica_id
     }
 
     /// The node to follow the pub/sub feed on, and its address for the log: the current
@@ -199,12 +220,8 @@ impl RedisBackend {
         self.shared.timeout
     }
 
-    pub(super) fn freshness(&self) -> &Freshness {
-        &self.shared.freshness
-    }
-
-    /// Each app's feed channel, local copy and set key.
-    pub(super) fn feeds(&self) -> Vec<(String, Arc<AppCache>, String)> {
+    /// Each app's keys and local copy.
+    pub(super) fn feeds(&self) -> Vec<(StoreKeys, Arc<AppCache>)> {
         self.shared
             .feeds
             .read()
@@ -212,25 +229,56 @@ impl RedisBackend {
             .clone()
     }
 
-    /// Every member of `set`, read from Redis.
-    pub(super) async fn smembers(&self, set: &str) -> Result<Vec<String>, StoreError> {
-        self.run(|mut c| async move { redis::cmd("SMEMBERS").arg(set).query_async(&mut c).await })
-            .await
+    /// The check script (see `lua/check.lua`) for one app, as this replica knows its data.
+    fn check_invocation(
+        &self,
+        keys: &StoreKeys,
+        known: &Known,
+        mode: &str,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = check_script().prepare_invoke();
+        invocation
+            .key(&keys.set)
+            .key(&keys.seq)
+            .key(&keys.epoch)
+            .key(&keys.repaired)
+            .arg(mode)
+            .arg(known.epoch.as_deref().unwrap_or(""))
+            .arg(&known.run_id)
+            .arg(random_id())
+            .arg(&keys.feed)
+            .arg(&self.shared.replica_id);
+        invocation
     }
 
-    /// Publishes a heartbeat; a failure only means the feed will be found silent.
-    pub(super) async fn publish_heartbeat(&self, feed: &str, payload: &str) {
-        let result: Result<i64, StoreError> = self
-            .run(|mut c| async move {
-                redis::cmd("PUBLISH")
-                    .arg(feed)
-                    .arg(payload)
-                    .query_async(&mut c)
-                    .await
-            })
+    /// Reads one app's set with its change number and data epoch, in one atomic step.
+    pub(super) async fn check(
+        &self,
+        keys: &StoreKeys,
+        known: &Known,
+    ) -> Result<Snapshot, StoreError> {
+        let invocation = self.check_invocation(keys, known, "reload");
+        let (epoch, run_id, seq, repaired, members): (String, String, u64, u64, Vec<String>) = self
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(Snapshot {
+            epoch,
+            run_id,
+            seq,
+            repaired: repaired == 1,
+            members,
+        })
+    }
+
+    /// Checks one app's data and publishes this replica's heartbeat on its feed; a failure only
+    /// means the heartbeat will not be heard, and the copy will stop answering.
+    pub(super) async fn heartbeat(&self, keys: &StoreKeys, known: &Known) {
+        let invocation = self.check_invocation(keys, known, "beat");
+        let result: Result<(String, String, u64, u64), StoreError> = self
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await;
         if let Err(err) = result {
-            tracing::debug!(error = ?err, "cannot publish the feed heartbeat");
+            tracing::debug!(error = ?err, set = %keys.set, "cannot publish the feed heartbeat");
         }
     }
 
@@ -384,6 +432,10 @@ pub struct StoreKeys {
     pub feed: String,
     /// The counter numbering published changes, so a replica knows when its copy has caught up.
     pub seq: String,
+    /// A random id naming the data Redis holds; missing or replaced when Redis lost data.
+    pub epoch: String,
+    /// The epoch whose set was last repaired from Pusher's listing.
+    pub repaired: String,
 }
 
 impl StoreKeys {
@@ -411,7 +463,31 @@ impl StoreKeys {
             reconcile_lock: format!("{tag}:reconcile-lock"),
             feed: format!("{tag}:changes"),
             seq: format!("{tag}:seq"),
+            epoch: format!("{tag}:epoch"),
+            repaired: format!("{tag}:repaired"),
         }
+    }
+
+    /// The same keys for database `db`: pub/sub ignores the database number, so the feed
+    /// channel names it (database 0 keeps the plain name).
+    pub fn in_db(mut self, db: i64) -> Self {
+        if db != 0 && !self.feed.ends_with(&format!(":db{db}")) {
+            self.feed = format!("{}:db{db}", self.feed);
+        }
+        self
+    }
+
+    /// Every key derived from the set key, the set key excluded: two apps whose keys share one
+    /// of these would share their bookkeeping (`K` and `{K}` do).
+    pub fn derived(&self) -> [&str; 6] {
+        [
+            &self.times,
+            &self.reconcile_lock,
+            &self.feed,
+            &self.seq,
+            &self.epoch,
+            &self.repaired,
+        ]
     }
 }
 
@@ -420,9 +496,7 @@ impl StoreKeys {
     /// need.
     pub fn share_a_slot(&self) -> bool {
         let slot = cluster_slot(&self.set);
-        [&self.times, &self.reconcile_lock, &self.feed, &self.seq]
-            .iter()
-            .all(|key| cluster_slot(key) == slot)
+        self.derived().iter().all(|key| cluster_slot(key) == slot)
     }
 }
 
@@ -463,6 +537,26 @@ pub struct RedisStore {
 fn apply_script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| Script::new(include_str!("lua/apply.lua")))
+}
+
+fn check_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/check.lua")))
+}
+
+fn lock_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/lock.lua")))
+}
+
+fn repaired_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/repaired.lua")))
+}
+
+fn read_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("lua/read.lua")))
 }
 
 fn reconcile_script() -> &'static Script {
@@ -552,12 +646,53 @@ impl RedisStore {
         }
     }
 
+    /// The read script (see `lua/read.lua`) in `mode`, comparing with what this copy knows.
+    fn read_invocation(&self, mode: &str) -> redis::ScriptInvocation<'static> {
+        let known = self.cache.known();
+        let mut invocation = read_script().prepare_invoke();
+        invocation
+            .key(&self.keys.set)
+            .key(&self.keys.epoch)
+            .arg(known.epoch.as_deref().unwrap_or(""))
+            .arg(&known.run_id)
+            .arg(mode);
+        invocation
+    }
+
+    /// Notes that Redis, read directly while the feed is down, `lost` the data the copy was
+    /// taken from: then Redis's answer is joined with the copy's until the feed is back and
+    /// the set repaired, and the feed is told to reconnect now. Returns `lost`.
+    fn lost_since_copy(&self, lost: bool) -> bool {
+        if lost {
+            self.backend.feed_wake().notify_one();
+        }
+        lost
+    }
+
+    /// Records that the set now matches Pusher's listing and tells every replica, so those that
+    /// kept their copy through a data loss reload the repaired set. A failure only delays that
+    /// until the next reconciliation.
+    async fn announce_repaired(&self) {
+        let mut invocation = repaired_script().prepare_invoke();
+        invocation
+            .key(&self.keys.epoch)
+            .key(&self.keys.repaired)
+            .arg(&self.keys.feed);
+        let result: Result<u64, StoreError> = self
+            .backend
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await;
+        if let Err(err) = result {
+            tracing::debug!(error = ?err, set = %self.keys.set, "cannot announce the repair");
+        }
+    }
+
     /// Waits until this replica's copy has caught up with change `seq`, so whoever made the
     /// change (a webhook's sender) reads it back at once. The copy is written only by the feed,
     /// in Redis's order: applying our own change to it directly could land after a newer change
     /// from another replica and undo it.
     async fn read_own_write(&self, seq: u64) {
-        if seq == 0 || !self.backend.answers_from_memory() {
+        if seq == 0 || !self.cache.is_fresh() {
             return;
         }
         if !self.cache.wait_for(seq, OWN_WRITE_WAIT).await {
@@ -574,23 +709,25 @@ impl OccupancyStore for RedisStore {
         self.cache.watch()
     }
 
+    fn repair_wanted(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.backend.shared.repair.clone())
+    }
+
+    /// The lock records the data's epoch, so one taken before a data loss does not hold back
+    /// the repair (see `lua/lock.lua`).
     async fn lock_reconcile(&self, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let key = self.keys.reconcile_lock.clone();
-        let owner = owner.to_owned();
-        let taken: Option<String> = self
+        let mut invocation = lock_script().prepare_invoke();
+        invocation
+            .key(&self.keys.reconcile_lock)
+            .key(&self.keys.epoch)
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .arg(random_id());
+        let taken: u64 = self
             .backend
-            .run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl.as_millis() as u64)
-                    .query_async(&mut c)
-                    .await
-            })
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
-        Ok(taken.is_some())
+        Ok(taken == 1)
     }
 
     async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
@@ -629,53 +766,55 @@ impl OccupancyStore for RedisStore {
     }
 
     async fn occupied(&self, channels: &[ChannelName]) -> Result<Vec<bool>, StoreError> {
-        if self.backend.answers_from_memory() {
+        if self.cache.is_fresh() {
             return Ok(channels
                 .iter()
                 .map(|c| self.cache.contains(c.as_str()))
                 .collect());
         }
-        let key = &self.keys.set;
-        let answer: Vec<bool> = match channels {
-            [] => return Ok(Vec::new()),
-            [one] => {
-                let one: bool = self
-                    .backend
-                    .run(|mut c| async move {
-                        redis::cmd("SISMEMBER")
-                            .arg(key)
-                            .arg(one.as_str())
-                            .query_async(&mut c)
-                            .await
-                    })
-                    .await?;
-                vec![one]
-            }
-            // SISMEMBER per channel, pipelined: one round trip, and unlike SMISMEMBER it works
-            // on every Redis version.
-            many => {
-                let mut pipe = redis::pipe();
-                for channel in many {
-                    pipe.cmd("SISMEMBER").arg(key).arg(channel.as_str());
-                }
-                self.backend
-                    .run(|mut c| async move { pipe.query_async(&mut c).await })
-                    .await?
-            }
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.read_invocation("channels");
+        for channel in channels {
+            invocation.arg(channel.as_str());
+        }
+        let answer: Vec<u64> = self
+            .backend
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        let Some((&lost, flags)) = answer.split_first() else {
+            return Err(StoreError::Unexpected("the read script gave no answer"));
         };
-        if answer.len() != channels.len() {
+        if flags.len() != channels.len() {
             return Err(StoreError::Unexpected(
                 "Redis answered for a different number of channels",
             ));
         }
-        Ok(answer)
+        let lost = self.lost_since_copy(lost == 1);
+        Ok(channels
+            .iter()
+            .zip(flags)
+            // After a loss Redis holds the changes made since, the copy those made before.
+            .map(|(c, &flag)| flag == 1 || (lost && self.cache.contains(c.as_str())))
+            .collect())
     }
 
     async fn members(&self) -> Result<Vec<String>, StoreError> {
-        if self.backend.answers_from_memory() {
+        if self.cache.is_fresh() {
             return Ok(self.cache.members());
         }
-        self.backend.smembers(&self.keys.set).await
+        let invocation = self.read_invocation("members");
+        let (lost, members): (u64, Vec<String>) = self
+            .backend
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        if self.lost_since_copy(lost == 1) {
+            let mut all: std::collections::HashSet<String> = members.into_iter().collect();
+            all.extend(self.cache.members());
+            return Ok(all.into_iter().collect());
+        }
+        Ok(members)
     }
 
     /// Compares `listed` with the set read by `SSCAN` (a few thousand members per call), then
@@ -726,6 +865,7 @@ impl OccupancyStore for RedisStore {
             last_seq = last_seq.max(seq);
         }
         self.read_own_write(last_seq).await;
+        self.announce_repaired().await;
         Ok(repairs)
     }
 
@@ -780,6 +920,9 @@ mod tests {
         assert_eq!(plain.times, "{pusher:channels}:times");
         assert_eq!(plain.feed, "{pusher:channels}:changes");
         assert_eq!(plain.seq, "{pusher:channels}:seq");
+        assert_eq!(plain.epoch, "{pusher:channels}:epoch");
+        assert_eq!(plain.clone().in_db(0).feed, "{pusher:channels}:changes");
+        assert_eq!(plain.in_db(3).feed, "{pusher:channels}:changes:db3");
         let tagged = StoreKeys::for_set("pusher:{42}:channels");
         assert_eq!(tagged.times, "pusher:{42}:channels:times");
         assert_eq!(hash_tag("a{}b"), None);
