@@ -34,14 +34,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-pub use self::budget::{BodyBudget, MAX_BUDGET_BYTES};
+pub use self::budget::{BodyBudget, MAX_BUDGET_BYTES, Reservation};
 pub use self::payload::Batch;
 pub use self::payload::MAX_FUTURE_MS;
 pub use self::signature::{WebhookKey, WebhookKeys, sign};
-use crate::apps::Apps;
+use crate::apps::{App, Apps};
 use crate::metrics::{count, metrics};
 use crate::refusals::{Refusals, WARN_PERIOD};
-use crate::store::{Occupancy, OccupancyStore};
+use crate::store::{Applied, Occupancy, OccupancyStore};
 
 /// The path Pusher is configured to post to.
 pub const WEBHOOK_PATH: &str = "/webhooks/pusher";
@@ -95,65 +95,93 @@ pub fn router<S: OccupancyStore>(
         .with_state(state)
 }
 
+/// A step's refusal: the answer to send instead of going on (boxed: a response is large and the
+/// happy path should not carry its size).
+type Refusal = Box<Response>;
+
+/// One webhook, in the order that refuses a stranger cheapest: the key on the headers, then the
+/// body within its limits, then the signature over it, then the batch itself; only then the
+/// store. Each step answers for itself when it refuses.
 async fn receive<S: OccupancyStore>(
     State(state): State<Arc<WebhookState<S>>>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    // A stranger's request is refused on its headers alone, before its body is read.
-    let key = match state.keys.find(header("x-pusher-key")) {
-        Ok(key) => key,
-        Err(err) => {
-            outcome("bad_key");
-            BAD_KEY.record(&err);
-            return answer(StatusCode::UNAUTHORIZED, &err.to_string());
-        }
+    let steps = async {
+        let key = known_key(&state, header("x-pusher-key"))?;
+        let (body, _reservation) = read_body(&state, &parts.headers, body).await?;
+        let app = signed_by(&state, key, header("x-pusher-signature"), &body)?;
+        let batch = parse_batch(app, &body)?;
+        let applied = apply(app, &batch).await?;
+        Ok::<_, Refusal>(applied_answer(app, &batch, &applied))
     };
-    // Bytes are reserved before any is read: a declared length over the limit is refused on
-    // the headers, and a body without one may take up to the limit.
-    let declared = parts
-        .headers
+    steps.await.unwrap_or_else(|refusal| *refusal)
+}
+
+/// The key named by `X-Pusher-Key`: a stranger's request is refused on its headers alone,
+/// before its body is read.
+fn known_key<'a, S>(
+    state: &'a WebhookState<S>,
+    key: Option<&str>,
+) -> Result<&'a WebhookKey, Refusal> {
+    state.keys.find(key).map_err(|err| {
+        outcome("bad_key");
+        BAD_KEY.record(&err);
+        Box::new(answer(StatusCode::UNAUTHORIZED, &err.to_string()))
+    })
+}
+
+/// The body, read within the size and time limits, with its share of the buffer budget
+/// (released when the reservation drops). Bytes are reserved before any is read: a declared
+/// length over the limit is refused on the headers, and a body without one may take up to the
+/// limit.
+async fn read_body<S>(
+    state: &WebhookState<S>,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<(axum::body::Bytes, Reservation), Refusal> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.body_limit as u64) {
         outcome("too_large");
         TOO_LARGE.record(&format_args!("limit {} bytes", state.body_limit));
-        return closing(answer(
+        return Err(Box::new(closing(answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body is over the webhook size limit",
-        ));
+        ))));
     }
     let wanted = declared.map_or(state.body_limit, |n| n as usize);
-    let Some(_reservation) = state.budget.try_reserve(wanted) else {
+    let Some(reservation) = state.budget.try_reserve(wanted) else {
         outcome("over_budget");
         OVER_BUDGET.record(&format_args!("{wanted} bytes asked"));
-        return closing(answer(
+        return Err(Box::new(closing(answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many webhook bodies in flight; retry later",
-        ));
+        ))));
     };
     let read = tokio::time::timeout(
         state.body_timeout,
         axum::body::to_bytes(body, state.body_limit),
     );
-    let body = match read.await {
+    match read.await {
+        Ok(Ok(body)) => Ok((body, reservation)),
         Err(_) => {
             outcome("body_timeout");
             TOO_SLOW.record(&format_args!("timeout {:?}", state.body_timeout));
-            return closing(answer(
+            Err(Box::new(closing(answer(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body was not received in time",
-            ));
+            ))))
         }
-        Ok(Ok(body)) => body,
         Ok(Err(err)) => {
             // The only error with a limit set is the limit, or a client that broke off.
             let too_large = std::error::Error::source(&err)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             outcome(if too_large { "too_large" } else { "unreadable" });
-            return closing(if too_large {
+            Err(Box::new(closing(if too_large {
                 TOO_LARGE.record(&format_args!("limit {} bytes", state.body_limit));
                 answer(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -162,56 +190,67 @@ async fn receive<S: OccupancyStore>(
             } else {
                 UNREADABLE.record(&err);
                 answer(StatusCode::BAD_REQUEST, "the body could not be read")
-            });
+            })))
         }
-    };
+    }
+}
 
-    let app = match key
-        .verify(header("x-pusher-signature"), &body)
+/// The app whose key signed `body`, if `signature` is right.
+fn signed_by<'a, S>(
+    state: &'a WebhookState<S>,
+    key: &WebhookKey,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<&'a Arc<App<S>>, Refusal> {
+    match key
+        .verify(signature, body)
         .map(|index| state.apps.get(index))
     {
-        Ok(Some(app)) => app,
-        Ok(None) => {
-            return answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "webhook key without an app",
-            );
-        }
+        Ok(Some(app)) => Ok(app),
+        Ok(None) => Err(Box::new(answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "webhook key without an app",
+        ))),
         Err(err) => {
             outcome("bad_signature");
             BAD_SIGNATURE.record(&err);
-            return answer(StatusCode::UNAUTHORIZED, &err.to_string());
+            Err(Box::new(answer(StatusCode::UNAUTHORIZED, &err.to_string())))
         }
-    };
+    }
+}
 
-    let mut batch = match Batch::parse(&body) {
-        Ok(batch) => batch,
-        Err(err) => {
-            outcome("bad_body");
-            tracing::warn!(reason = %err, "webhook rejected: bad body");
-            return answer(StatusCode::BAD_REQUEST, &err.to_string());
-        }
-    };
-
+/// The batch in `body`, its time pulled back if it is stamped too far in the future.
+fn parse_batch<S>(app: &App<S>, body: &[u8]) -> Result<Batch, Refusal> {
+    let mut batch = Batch::parse(body).map_err(|err| {
+        outcome("bad_body");
+        tracing::warn!(reason = %err, "webhook rejected: bad body");
+        Box::new(answer(StatusCode::BAD_REQUEST, &err.to_string()))
+    })?;
     let sent_at = batch.time_ms;
-    if batch.bound_future(crate::store::now_ms()) {
+    if batch.bound_future(crate::clock::now_ms()) {
         count(&metrics().webhook_future_bounded, &[("app", &app.id)], 1);
         tracing::warn!(app = %app.id, time_ms = sent_at, bounded_to = batch.time_ms, "webhook stamped in the future: is a clock wrong?");
     }
+    Ok(batch)
+}
 
-    let applied = match app.store.apply(&batch.events).await {
-        Ok(applied) => applied,
-        Err(err) => {
-            let status = if err.is_transient() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            tracing::error!(error = ?err, app = %app.id, events = batch.events.len(), "webhook batch not applied");
-            return answer(status, &err.to_string());
-        }
-    };
+/// The batch applied to the app's store: 503 when the store is out of reach (Pusher retries),
+/// 500 when an operator must look.
+async fn apply<S: OccupancyStore>(app: &App<S>, batch: &Batch) -> Result<Applied, Refusal> {
+    app.store.apply(&batch.events).await.map_err(|err| {
+        let status = if err.is_transient() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        tracing::error!(error = ?err, app = %app.id, events = batch.events.len(), "webhook batch not applied");
+        Box::new(answer(status, &err.to_string()))
+    })
+}
 
+/// Counts what the batch did and answers it. The counts go to `/metrics`; the log line is at
+/// debug, since at thousands of webhooks a second one line each would be the log's whole budget.
+fn applied_answer<S>(app: &App<S>, batch: &Batch, applied: &Applied) -> Response {
     let occupied = applied
         .applied
         .iter()
@@ -219,8 +258,6 @@ async fn receive<S: OccupancyStore>(
         .count();
     let vacated = applied.applied.len() - occupied;
     outcome("applied");
-    let m = metrics();
-    let app_id = app.id.as_str();
     let stale_occupied = batch
         .events
         .iter()
@@ -236,15 +273,12 @@ async fn receive<S: OccupancyStore>(
         ("occupancy", "invalid", batch.invalid),
     ] {
         count(
-            &m.webhook_events,
-            &[("app", app_id), ("kind", kind), ("effect", effect)],
+            &metrics().webhook_events,
+            &[("app", app.id.as_str()), ("kind", kind), ("effect", effect)],
             n as u64,
         );
     }
-    if applied.stale > 0 {
-        tracing::debug!(app = %app.id, stale = applied.stale, time_ms = batch.time_ms, "stale webhook events ignored");
-    }
-    tracing::info!(
+    tracing::debug!(
         app = %app.id,
         time_ms = batch.time_ms,
         occupied,
