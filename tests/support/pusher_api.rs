@@ -158,8 +158,13 @@ impl ApiGate {
             unix_now(),
         );
         let url = format!("{}{path}?{}", self.base, encode(&signed));
-        match self
-            .http
+        // A client of its own: the connection the gate closes on a refused body must not go
+        // back to the shared pool for the next request to trip over.
+        let one_off = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        match one_off
             .request(method.parse().unwrap(), url)
             .header("content-type", "application/json")
             .body(body.to_owned())
