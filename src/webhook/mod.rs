@@ -41,7 +41,7 @@ pub use self::signature::{WebhookKey, WebhookKeys, sign};
 use crate::apps::Apps;
 use crate::metrics::{count, metrics};
 use crate::refusals::{Refusals, WARN_PERIOD};
-use crate::store::{Occupancy, OccupancyStore};
+use crate::store::Occupancy;
 
 /// The path Pusher is configured to post to.
 pub const WEBHOOK_PATH: &str = "/webhooks/pusher";
@@ -65,8 +65,8 @@ static OVER_BUDGET: Refusals = Refusals::new(
     WARN_PERIOD,
 );
 
-struct WebhookState<S> {
-    apps: Arc<Apps<S>>,
+struct WebhookState {
+    apps: Arc<Apps>,
     keys: WebhookKeys,
     body_limit: usize,
     body_timeout: Duration,
@@ -76,8 +76,8 @@ struct WebhookState<S> {
 /// The axum router serving [`WEBHOOK_PATH`], rejecting bodies over `body_limit` bytes or not
 /// received within `body_timeout`, and refusing requests once `buffer_budget` bytes of bodies
 /// are buffered across all connections.
-pub fn router<S: OccupancyStore>(
-    apps: Arc<Apps<S>>,
+pub fn router(
+    apps: Arc<Apps>,
     keys: WebhookKeys,
     body_limit: usize,
     body_timeout: Duration,
@@ -91,14 +91,11 @@ pub fn router<S: OccupancyStore>(
         budget: BodyBudget::new(buffer_budget),
     });
     Router::new()
-        .route(WEBHOOK_PATH, post(receive::<S>))
+        .route(WEBHOOK_PATH, post(receive))
         .with_state(state)
 }
 
-async fn receive<S: OccupancyStore>(
-    State(state): State<Arc<WebhookState<S>>>,
-    request: Request,
-) -> Response {
+async fn receive(State(state): State<Arc<WebhookState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     // A stranger's request is refused on its headers alone, before its body is read.
