@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::http_url::HttpUrlError;
 use crate::pusher::{Publisher, cluster_url};
+use crate::store::Store;
 
 /// One Pusher app, checked.
 #[derive(Clone)]
@@ -321,18 +322,18 @@ fn check_derived_keys<'a>(
 }
 
 /// One served app: its store and its Pusher client.
-pub struct App<S> {
+pub struct App {
     /// The Pusher app id.
     pub id: String,
     /// The app's set of occupied channels.
-    pub store: S,
+    pub store: Store,
     /// Publishes to this app and lists its channels.
     pub publisher: Publisher,
 }
 
-impl<S> App<S> {
+impl App {
     /// An app served from `store`, publishing through `publisher`.
-    pub fn new(id: String, store: S, publisher: Publisher) -> Self {
+    pub fn new(id: String, store: Store, publisher: Publisher) -> Self {
         Self {
             id,
             store,
@@ -353,20 +354,20 @@ pub enum AppLookupError {
 }
 
 /// Every app this deployment serves.
-pub struct Apps<S> {
-    apps: Vec<Arc<App<S>>>,
+pub struct Apps {
+    apps: Vec<Arc<App>>,
 }
 
-impl<S> Apps<S> {
+impl Apps {
     /// The apps, in configuration order; at least one.
-    pub fn new(apps: Vec<App<S>>) -> Self {
+    pub fn new(apps: Vec<App>) -> Self {
         Self {
             apps: apps.into_iter().map(Arc::new).collect(),
         }
     }
 
     /// The app a request names; empty names the only one.
-    pub fn resolve(&self, app_id: &str) -> Result<&Arc<App<S>>, AppLookupError> {
+    pub fn resolve(&self, app_id: &str) -> Result<&Arc<App>, AppLookupError> {
         if app_id.is_empty() {
             return match self.apps.as_slice() {
                 [only] => Ok(only),
@@ -385,12 +386,12 @@ impl<S> Apps<S> {
     }
 
     /// The app at `index` (as webhook keys name them).
-    pub fn get(&self, index: usize) -> Option<&Arc<App<S>>> {
+    pub fn get(&self, index: usize) -> Option<&Arc<App>> {
         self.apps.get(index)
     }
 
     /// Every app.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<App<S>>> {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
         self.apps.iter()
     }
 }

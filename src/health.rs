@@ -16,7 +16,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::Readiness;
 use crate::apps::Apps;
-use crate::store::{OccupancyStore, StoreError};
+use crate::store::StoreError;
 
 /// Failed pings in a row before health turns `NOT_SERVING`: one slow ping (a GC pause, a busy
 /// Redis) must not take every replica out of the balancer at the same moment.
@@ -30,8 +30,8 @@ pub const SERVICE_NAMES: [&str; 2] = ["", crate::proto::occupancy_server::SERVIC
 /// `reporter` and `readiness` up to date, and notifies `recovered` when the store answers again
 /// after an outage. Starts `NOT_SERVING` so nothing is routed here before the first
 /// successful ping, which is sent at once.
-pub async fn track_store<S: OccupancyStore>(
-    apps: Arc<Apps<S>>,
+pub async fn track_store(
+    apps: Arc<Apps>,
     reporter: HealthReporter,
     readiness: Readiness,
     interval: Duration,
@@ -102,7 +102,7 @@ pub async fn track_store<S: OccupancyStore>(
     set_all(&reporter, &readiness, ServingStatus::NotServing).await;
 }
 
-async fn ping_all<S: OccupancyStore>(apps: &Apps<S>) -> Result<(), StoreError> {
+async fn ping_all(apps: &Apps) -> Result<(), StoreError> {
     for app in apps.iter() {
         app.store.ping().await?;
     }

@@ -5,8 +5,9 @@
 //! stays open stays dark. So, per app, at start-up, after the store recovers, and every interval,
 //! the set is compared with `GET /apps/{id}/channels`: what is missing is added, what is stale is
 //! removed, but an event applied after the listing was requested stands (see
-//! [`OccupancyStore::reconcile`]). Each listing is one Pusher API call against the app's quota,
-//! so with several replicas a short lock in the store lets only one of them list per interval.
+//! [`Store::reconcile`](crate::store::Store::reconcile)). Each listing is one Pusher API call
+//! against the app's quota, so with several replicas a short lock in the store lets only one of
+//! them list per interval.
 //!
 //! The listing is trusted no more than a webhook: its size is bounded and every name checked,
 //! and a listing that fails either check changes nothing (see
@@ -22,12 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::{App, Apps};
 use crate::pusher::ListingError;
-use crate::store::{OccupancyStore, now_ms};
+use crate::store::now_ms;
 
 /// Reconciles every app until `shutdown`: now, then every `interval`, and whenever `recovered`
 /// is notified (the store came back from an outage).
-pub async fn run<S: OccupancyStore>(
-    apps: Arc<Apps<S>>,
+pub async fn run(
+    apps: Arc<Apps>,
     interval: Duration,
     recovered: Arc<Notify>,
     shutdown: CancellationToken,
@@ -61,7 +62,7 @@ pub async fn run<S: OccupancyStore>(
 
 /// One round for one app, counted by its result. Failures are logged and left for the next
 /// round.
-pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: Duration) {
+pub async fn reconcile(app: &App, owner: &str, lock_ttl: Duration) {
     let result = round(app, owner, lock_ttl).await;
     crate::metrics::count(
         &crate::metrics::metrics().reconcile_rounds,
@@ -71,7 +72,7 @@ pub async fn reconcile<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: D
 }
 
 /// One round for one app; its result as `occupancy_reconcile_rounds_total` labels it.
-async fn round<S: OccupancyStore>(app: &App<S>, owner: &str, lock_ttl: Duration) -> &'static str {
+async fn round(app: &App, owner: &str, lock_ttl: Duration) -> &'static str {
     match app.store.lock_reconcile(owner, lock_ttl).await {
         Ok(true) => {}
         Ok(false) => {

@@ -26,13 +26,12 @@ use crate::proto::occupancy_server::OccupancyServer;
 use crate::pusher_api::{self, PusherApiSettings};
 use crate::reconcile;
 use crate::service::TaskSet;
-use crate::store::OccupancyStore;
 use crate::webhook::{self, WebhookKeys};
 
 /// Everything the two servers need besides their listeners.
-pub struct Settings<S> {
+pub struct Settings {
     /// The apps served, each with its store and Pusher client.
-    pub apps: Arc<Apps<S>>,
+    pub apps: Arc<Apps>,
     /// Key/secret pairs accepted on webhooks, each naming its app.
     pub webhook_keys: WebhookKeys,
     /// Webhook body limit in bytes.
@@ -118,8 +117,8 @@ pub enum ServeError {
 /// Wakes the reconcile loop (through `recovered`) whenever a store asks for a repair at once:
 /// Redis lost data, or the change feed broke and may have missed changes. One forwarder per
 /// distinct request source, until `stop`.
-fn forward_repair_requests<S: OccupancyStore>(
-    apps: &Apps<S>,
+fn forward_repair_requests(
+    apps: &Apps,
     recovered: &Arc<Notify>,
     stop: &CancellationToken,
     tasks: &mut TaskSet,
@@ -158,8 +157,8 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// Spawns the gRPC gate, the webhook and admin listeners, health and reconciliation into
 /// `tasks`, all serving until `shutdown.stop`. Returns the coalescer whose held updates the
 /// caller sends once every server has drained.
-pub(crate) async fn spawn<S: OccupancyStore>(
-    settings: Settings<S>,
+pub(crate) async fn spawn(
+    settings: Settings,
     listeners: Listeners,
     shutdown: Shutdown,
     tasks: &mut TaskSet,

@@ -26,7 +26,6 @@ use crate::apps::App;
 use crate::channel::ChannelName;
 use crate::metrics::{count, metrics};
 use crate::pusher::PublishError;
-use crate::store::OccupancyStore;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -90,9 +89,9 @@ impl Coalescer {
     /// Decides for each of `channels` whether its update goes out now or is held. For channels
     /// sent now the caller publishes; one task for the keys this call starts sends their held
     /// updates later, together.
-    pub fn decide<S: OccupancyStore>(
+    pub fn decide(
         self: &Arc<Self>,
-        app: &Arc<App<S>>,
+        app: &Arc<App>,
         channels: &[ChannelName],
         event: &str,
         data: &str,
@@ -153,12 +152,7 @@ impl Coalescer {
     /// The intervals of keys started together: after each, send what is held, retire the keys
     /// that hold nothing, and stop when none is left. After a failed send that may pass, the
     /// next round waits for the retry delay (at least the interval).
-    async fn pace<S: OccupancyStore>(
-        self: Arc<Self>,
-        app: Arc<App<S>>,
-        pacer: u64,
-        mut keys: Vec<Key>,
-    ) {
+    async fn pace(self: Arc<Self>, app: Arc<App>, pacer: u64, mut keys: Vec<Key>) {
         let mut retry: Option<Duration> = None;
         loop {
             let interval = {
@@ -238,20 +232,19 @@ const MAX_CHANNELS_PER_CALL: usize = 100;
 
 /// Sends held updates whose channels are still occupied, one call per 100 channels sharing the
 /// same data. Returns the updates whose send failed in a way that may pass, to try again.
-async fn send_held<S: OccupancyStore>(app: &App<S>, held: Vec<(Key, Held)>) -> Vec<(Key, Held)> {
+async fn send_held(app: &App, held: Vec<(Key, Held)>) -> Vec<(Key, Held)> {
     let channels: Vec<ChannelName> = held.iter().map(|(key, _)| key.channel.clone()).collect();
     let held: Vec<(Key, Held)> = match app.store.occupied(&channels).await {
-        Ok(answer) if answer.len() == held.len() => held
+        Ok(answer) => held
             .into_iter()
-            .zip(answer)
-            .filter_map(|(update, occupied)| {
+            .filter(|(key, _)| {
+                let occupied = answer.is_occupied(&key.channel);
                 if !occupied {
-                    tracing::debug!(app = %app.id, channel = %update.0.channel, event = %update.0.event, "held update dropped: the channel was vacated");
+                    tracing::debug!(app = %app.id, channel = %key.channel, event = %key.event, "held update dropped: the channel was vacated");
                 }
-                occupied.then_some(update)
+                occupied
             })
             .collect(),
-        Ok(_) => held,
         Err(err) => {
             // Better to pay for one call than to lose the last update.
             tracing::warn!(app = %app.id, error = ?err, "store unavailable: sending the held updates anyway");

@@ -23,11 +23,11 @@ use crate::proto::{
     IsOccupiedRequest, IsOccupiedResponse, PublishIfOccupiedRequest, PublishIfOccupiedResponse,
     WatchOccupancyRequest,
 };
-use crate::store::{OccupancyStore, StoreError};
+use crate::store::{Occupied, StoreError};
 
 /// The `occupancy.v1.Occupancy` service over every configured app.
-pub struct Gate<S> {
-    apps: Arc<Apps<S>>,
+pub struct Gate {
+    apps: Arc<Apps>,
     shutdown: CancellationToken,
     coalescer: Arc<Coalescer>,
     store_down: StoreDownPolicy,
@@ -45,11 +45,11 @@ pub enum StoreDownPolicy {
     None,
 }
 
-impl<S> Gate<S> {
+impl Gate {
     /// A gate answering for `apps`; watch streams end when `shutdown` is cancelled, and held
     /// updates of `coalescer` are sent then.
     pub fn new(
-        apps: Arc<Apps<S>>,
+        apps: Arc<Apps>,
         coalescer: Arc<Coalescer>,
         store_down: StoreDownPolicy,
         shutdown: CancellationToken,
@@ -69,34 +69,34 @@ impl<S> Gate<S> {
         self
     }
 
-    fn app(&self, app_id: &str) -> Result<&Arc<App<S>>, Status> {
+    fn app(&self, app_id: &str) -> Result<&Arc<App>, Status> {
         self.apps.resolve(app_id).map_err(status::app)
     }
 }
 
-/// Which of `channels` are occupied, from the app's store (its local copy where it keeps one),
-/// and whether the store could not be asked. With the store unreachable and
+/// Which of `channels` are occupied, by name, from the app's store (its local copy where it
+/// keeps one), and whether the store could not be asked. With the store unreachable and
 /// [`StoreDownPolicy::All`] every channel counts as occupied; any other store failure is the
 /// caller's to answer. Shared by `PublishIfOccupied` and the Pusher API listener so both gate
 /// the same way.
-pub(crate) async fn occupied_or_policy<S: OccupancyStore>(
-    app: &App<S>,
+pub(crate) async fn occupied_or_policy(
+    app: &App,
     channels: &[crate::channel::ChannelName],
     store_down: StoreDownPolicy,
-) -> Result<(Vec<bool>, bool), StoreError> {
+) -> Result<(Occupied, bool), StoreError> {
     match app.store.occupied(channels).await {
         Ok(occupied) => Ok((occupied, false)),
         Err(err @ StoreError::Unavailable(_)) if store_down == StoreDownPolicy::All => {
             count(&metrics().publish_store_down, &[("app", &app.id)], 1);
             tracing::warn!(app = %app.id, error = ?err, channels = channels.len(), "store unavailable: publishing to every requested channel");
-            Ok((vec![true; channels.len()], true))
+            Ok((Occupied::all(channels), true))
         }
         Err(err) => Err(err),
     }
 }
 
 #[tonic::async_trait]
-impl<S: OccupancyStore> Occupancy for Gate<S> {
+impl Occupancy for Gate {
     type WatchOccupancyStream = watch::WatchStream;
 
     async fn is_occupied(
@@ -106,14 +106,11 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
         let request = request.into_inner();
         let app = self.app(&request.app_id)?;
         let channel = request::is_occupied(request).map_err(status::invalid)?;
-        let answer = app
+        let occupied = app
             .store
-            .occupied(std::slice::from_ref(&channel))
+            .is_occupied(&channel)
             .await
             .map_err(|err| status::store(&app.id, err))?;
-        let Some(&occupied) = answer.first() else {
-            return Err(Status::internal("the store gave no answer"));
-        };
         count(
             &metrics().gate_checks,
             &[
@@ -137,13 +134,11 @@ impl<S: OccupancyStore> Occupancy for Gate<S> {
             occupied_or_policy(app, &publish.channels, self.store_down)
                 .await
                 .map_err(|err| status::store(&app.id, err))?;
-        let (live, vacant): (Vec<_>, Vec<_>) = publish
-            .channels
-            .into_iter()
-            .zip(occupied)
-            .partition(|(_, occupied)| *occupied);
-        let live: Vec<_> = live.into_iter().map(|(c, _)| c).collect();
-        let skipped: Vec<String> = vacant.into_iter().map(|(c, _)| c.to_string()).collect();
+        let Occupied {
+            occupied: live,
+            vacant,
+        } = occupied;
+        let skipped: Vec<String> = vacant.iter().map(ToString::to_string).collect();
 
         // With coalescing, some occupied channels go out now and the others are held.
         let (now, deferred, superseded) = match publish.coalesce {

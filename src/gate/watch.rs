@@ -1,7 +1,8 @@
 //! `WatchOccupancy`: a snapshot of one app's set, then every change, for clients that keep a
 //! local copy.
 //!
-//! The feed is subscribed before the snapshot is read, so no change between the two is lost
+//! Each snapshot comes with its change stream from one call ([`crate::store::Store::subscribe`]),
+//! which subscribes to the feed before reading the set, so no change between the two is lost
 //! (one may be seen twice, which is harmless: changes are idempotent). A reader that falls more
 //! than [`WATCH_BUFFER`](crate::store::WATCH_BUFFER) batches behind is not buffered without bound:
 //! it is sent `KIND_RESET` and a fresh snapshot, as it is when the store's own feed restarted.
@@ -30,8 +31,7 @@ use super::status;
 use crate::apps::App;
 use crate::proto::WatchOccupancyResponse;
 use crate::proto::watch_occupancy_response::Kind;
-use crate::store::OccupancyStore;
-use crate::store::{ChangeBatch, FeedEvent};
+use crate::store::{ChangeBatch, FeedEvent, Subscription};
 
 /// The stream of answers handed to tonic.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchOccupancyResponse, Status>> + Send>>;
@@ -79,8 +79,8 @@ impl Watchers {
 }
 
 /// Starts feeding one watcher.
-pub fn start<S: OccupancyStore>(
-    app: Arc<App<S>>,
+pub fn start(
+    app: Arc<App>,
     prefix: String,
     slot: OwnedSemaphorePermit,
     shutdown: CancellationToken,
@@ -149,10 +149,17 @@ impl Drop for Outlet {
 type Outbox = mpsc::Sender<Result<WatchOccupancyResponse, Status>>;
 
 /// Runs until the reader goes away (`Ok`) or the stream must end with a status (`Err`).
-async fn feed<S: OccupancyStore>(app: &App<S>, prefix: &str, tx: &Outbox) -> Result<(), Status> {
-    let mut changes = app.store.watch();
+async fn feed(app: &App, prefix: &str, tx: &Outbox) -> Result<(), Status> {
     loop {
-        if !snapshot(app, prefix, tx).await? {
+        let Subscription {
+            members,
+            mut changes,
+        } = app
+            .store
+            .subscribe()
+            .await
+            .map_err(|err| status::store(&app.id, err))?;
+        if !snapshot(members, prefix, tx).await? {
             return Ok(());
         }
         loop {
@@ -180,18 +187,9 @@ async fn feed<S: OccupancyStore>(app: &App<S>, prefix: &str, tx: &Outbox) -> Res
     }
 }
 
-/// Sends RESET, the current set in pieces as the reader takes them, then SYNCED. False when
-/// the reader went away.
-async fn snapshot<S: OccupancyStore>(
-    app: &App<S>,
-    prefix: &str,
-    tx: &Outbox,
-) -> Result<bool, Status> {
-    let members = app
-        .store
-        .members()
-        .await
-        .map_err(|err| status::store(&app.id, err))?;
+/// Sends RESET, `members` (the current set) in pieces as the reader takes them, then SYNCED.
+/// False when the reader went away.
+async fn snapshot(members: Vec<String>, prefix: &str, tx: &Outbox) -> Result<bool, Status> {
     let mut matching = members.into_iter().filter(|c| c.starts_with(prefix));
     if !send_piece(tx, message(Kind::Reset, Vec::new(), Vec::new())).await? {
         return Ok(false);

@@ -17,14 +17,10 @@ use crate::apps::App;
 use crate::channel::ChannelName;
 use crate::gate::{StoreDownPolicy, occupied_or_policy};
 use crate::metrics::{count, metrics};
-use crate::store::{OccupancyStore, StoreError};
+use crate::store::{Occupied, StoreError};
 
 /// `POST /apps/{id}/events`, verified.
-pub(super) async fn trigger<S: OccupancyStore>(
-    app: &App<S>,
-    body: &[u8],
-    settings: &PusherApiSettings,
-) -> Response {
+pub(super) async fn trigger(app: &App, body: &[u8], settings: &PusherApiSettings) -> Response {
     let endpoint = Endpoint::Events;
     let event = match Fields::parse(body)
         .and_then(|fields| events::event(fields, settings.max_event_bytes, false))
@@ -95,11 +91,7 @@ pub(super) async fn trigger<S: OccupancyStore>(
 }
 
 /// `POST /apps/{id}/batch_events`, verified.
-pub(super) async fn batch<S: OccupancyStore>(
-    app: &App<S>,
-    body: &[u8],
-    settings: &PusherApiSettings,
-) -> Response {
+pub(super) async fn batch(app: &App, body: &[u8], settings: &PusherApiSettings) -> Response {
     let endpoint = Endpoint::BatchEvents;
     let batch = match events::batch(body, settings.max_event_bytes) {
         Ok(batch) => batch,
@@ -196,7 +188,7 @@ fn batch_answer(with_info: bool, entries: Vec<Value>) -> Vec<u8> {
 
 /// A later chunk failed after earlier ones were delivered: say so, since the SDK sees only the
 /// failure.
-fn sent_before_failure<S>(app: &App<S>, chunks_sent: usize) {
+fn sent_before_failure(app: &App, chunks_sent: usize) {
     if chunks_sent > 0 {
         tracing::warn!(app = %app.id, chunks_sent, "batch failed part-way: earlier chunks were delivered to Pusher");
     }
@@ -204,8 +196,8 @@ fn sent_before_failure<S>(app: &App<S>, chunks_sent: usize) {
 
 /// Whether each channel should be published to: always for cache and `#server-to-user-`
 /// channels, otherwise the store's answer under the store-down policy.
-async fn decide<S: OccupancyStore>(
-    app: &App<S>,
+async fn decide(
+    app: &App,
     channels: &[&Channel],
     store_down: StoreDownPolicy,
     endpoint: Endpoint,
@@ -217,26 +209,24 @@ async fn decide<S: OccupancyStore>(
             Channel::Always(_) => None,
         })
         .collect();
-    let mut answers = if gated.is_empty() {
-        Vec::new()
+    let answers = if gated.is_empty() {
+        Occupied::default()
     } else {
         match occupied_or_policy(app, &gated, store_down).await {
             Ok((answers, _store_unavailable)) => answers,
             Err(err) => return Err(store_failure(app, endpoint, err)),
         }
-    }
-    .into_iter();
+    };
     Ok(channels
         .iter()
         .map(|channel| match channel {
-            // A store that answers short publishes rather than drops.
-            Channel::Gated(_) => answers.next().unwrap_or(true),
+            Channel::Gated(name) => answers.is_occupied(name),
             Channel::Always(_) => true,
         })
         .collect())
 }
 
-fn store_failure<S>(app: &App<S>, endpoint: Endpoint, err: StoreError) -> Response {
+fn store_failure(app: &App, endpoint: Endpoint, err: StoreError) -> Response {
     tracing::warn!(app = %app.id, error = ?err, "store call failed");
     match err {
         StoreError::Unavailable(_) => refuse(
@@ -266,7 +256,7 @@ fn bad_body(endpoint: Endpoint, err: &BodyError) -> Response {
 }
 
 /// Counts channels in the family `PublishIfOccupied` counts in.
-fn count_channels<S>(app: &App<S>, outcome: &str, n: usize) {
+fn count_channels(app: &App, outcome: &str, n: usize) {
     count(
         &metrics().publish_channels,
         &[

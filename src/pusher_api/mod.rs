@@ -46,7 +46,6 @@ pub use self::events::MAX_BATCH_EVENTS;
 use crate::apps::{App, Apps};
 use crate::gate::StoreDownPolicy;
 use crate::metrics::{count, metrics};
-use crate::store::OccupancyStore;
 
 /// The key/secret pairs one app accepts on this listener (its key first, then extra keys).
 pub struct AppKeys {
@@ -80,20 +79,20 @@ impl PusherApiSettings {
     }
 }
 
-struct ApiState<S> {
-    apps: Arc<Apps<S>>,
+struct ApiState {
+    apps: Arc<Apps>,
     settings: PusherApiSettings,
     body_limit: usize,
 }
 
 /// The router answering Pusher's HTTP API for `apps`.
-pub fn router<S: OccupancyStore>(apps: Arc<Apps<S>>, settings: PusherApiSettings) -> Router {
+pub fn router(apps: Arc<Apps>, settings: PusherApiSettings) -> Router {
     let state = Arc::new(ApiState {
         apps,
         body_limit: settings.body_limit(),
         settings,
     });
-    Router::new().fallback(handle::<S>).with_state(state)
+    Router::new().fallback(handle).with_state(state)
 }
 
 /// Which part of the API a request is for, as the metrics label it.
@@ -128,10 +127,7 @@ impl Endpoint {
     }
 }
 
-async fn handle<S: OccupancyStore>(
-    State(state): State<Arc<ApiState<S>>>,
-    request: Request,
-) -> Response {
+async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or_default();
@@ -204,8 +200,8 @@ async fn handle<S: OccupancyStore>(
 }
 
 /// A verified request that is not a trigger: on to Pusher as it came, newly signed.
-async fn forward_unchanged<S>(
-    app: &App<S>,
+async fn forward_unchanged(
+    app: &App,
     endpoint: Endpoint,
     method: Method,
     rest: &str,

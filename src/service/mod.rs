@@ -36,18 +36,16 @@ use crate::http_listener::HttpLimits;
 use crate::pusher::{Publisher, PublisherConfig};
 use crate::pusher_api::{AppKeys, PusherApiSettings};
 use crate::server::{Listeners, Settings};
-use crate::store::{MemoryStore, OccupancyStore, RedisBackend, RedisStoreConfig, StoreKeys};
+use crate::store::{MemoryStore, RedisBackend, RedisStoreConfig, Store, StoreKeys};
 use crate::webhook::{WebhookKey, WebhookKeys};
 
-/// The stores of every app, of one kind.
-enum Stores {
-    /// In this process only (no `--redis-url`).
-    Memory(Vec<MemoryStore>),
-    /// In Redis, every app's store on one backend whose change feed keeps their local copies.
-    Redis {
-        backend: RedisBackend,
-        stores: Vec<crate::store::RedisStore>,
-    },
+/// The stores of every app, all of one kind.
+struct Stores {
+    /// One per app, in configuration order.
+    apps: Vec<Store>,
+    /// With Redis, the one backend of every app's store, whose change feed keeps their local
+    /// copies; `None` in memory (no `--redis-url`).
+    redis: Option<RedisBackend>,
 }
 
 /// A service whose listeners are bound and whose stores are built, ready to [`run`](Self::run).
@@ -148,21 +146,15 @@ impl Service {
         let stop = shutdown.stop.clone();
         let drain_timeout = config.drain_timeout;
         let mut tasks = TaskSet::new(stop.clone());
-        let coalescer = match stores {
-            Stores::Memory(stores) => {
-                let settings = settings(&config, stores, pusher_api_tls)?;
-                crate::server::spawn(settings, listeners, shutdown, &mut tasks).await?
-            }
-            Stores::Redis { backend, stores } => {
-                let feed = backend.run_feed(stop.clone());
-                tasks.spawn("change feed", async move {
-                    feed.await;
-                    Ok(())
-                });
-                let settings = settings(&config, stores, pusher_api_tls)?;
-                crate::server::spawn(settings, listeners, shutdown, &mut tasks).await?
-            }
-        };
+        if let Some(backend) = stores.redis {
+            let feed = backend.run_feed(stop.clone());
+            tasks.spawn("change feed", async move {
+                feed.await;
+                Ok(())
+            });
+        }
+        let settings = settings(&config, stores.apps, pusher_api_tls)?;
+        let coalescer = crate::server::spawn(settings, listeners, shutdown, &mut tasks).await?;
         let finished = async {
             let result = tasks.join_all().await;
             // Held coalesced updates go out now rather than being lost.
@@ -225,13 +217,14 @@ fn build_stores(config: &Config) -> anyhow::Result<Stores> {
                 "no --redis-url given: occupancy is kept in memory, local to this one process, \
                  lost on exit and invisible to encoders reading Redis"
             );
-            Ok(Stores::Memory(
-                config
+            Ok(Stores {
+                apps: config
                     .apps
                     .iter()
-                    .map(|_| MemoryStore::new(config.retention))
+                    .map(|_| Store::Memory(MemoryStore::new(config.retention)))
                     .collect(),
-            ))
+                redis: None,
+            })
         }
         StoreChoice::Redis { url, timeout, ca } => {
             let backend = RedisBackend::new(&RedisStoreConfig {
@@ -241,16 +234,19 @@ fn build_stores(config: &Config) -> anyhow::Result<Stores> {
             })
             .context("--redis-url / REDIS_URL")?;
             tracing::info!(store = %backend.describe(), "using Redis");
-            let stores = config
+            let apps = config
                 .apps
                 .iter()
                 .map(|app| {
                     let keys = StoreKeys::for_set(&app.redis_key);
                     tracing::info!(app = %app.id, set = %keys.set, times = %keys.times, feed = %keys.feed, "app set in Redis");
-                    backend.store(keys, config.retention)
+                    Store::Redis(backend.store(keys, config.retention))
                 })
                 .collect();
-            Ok(Stores::Redis { backend, stores })
+            Ok(Stores {
+                apps,
+                redis: Some(backend),
+            })
         }
     }
 }
@@ -287,11 +283,11 @@ async fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
 
 /// What the servers need: each app with its store and Pusher client, the webhook keys, and
 /// the limits from `config`.
-fn settings<S: OccupancyStore>(
+fn settings(
     config: &Config,
-    stores: Vec<S>,
+    stores: Vec<Store>,
     pusher_api_tls: Option<tokio_rustls::TlsAcceptor>,
-) -> Result<Settings<S>, ServeError> {
+) -> Result<Settings, ServeError> {
     let mut apps = Vec::new();
     let mut webhook_keys = Vec::new();
     for (index, (app, store)) in config.apps.iter().zip(stores).enumerate() {

@@ -12,8 +12,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{
-    Applied, ChangeBatch, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError,
-    WATCH_BUFFER, now_ms,
+    Applied, ChangeBatch, Event, FeedEvent, Occupancy, Repairs, StoreError, WATCH_BUFFER, now_ms,
 };
 use crate::channel::ChannelName;
 
@@ -74,8 +73,9 @@ impl MemoryStore {
     }
 }
 
-impl OccupancyStore for MemoryStore {
-    async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
+/// The calls [`super::Store`] makes; every one answers at once, from memory.
+impl MemoryStore {
+    pub(super) async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
         let now = now_ms();
         let horizon = now.saturating_sub(self.retention_ms);
         let mut state = self.write();
@@ -122,7 +122,7 @@ impl OccupancyStore for MemoryStore {
         Ok(result)
     }
 
-    async fn occupied(&self, channels: &[ChannelName]) -> Result<Vec<bool>, StoreError> {
+    pub(super) async fn occupied(&self, channels: &[ChannelName]) -> Result<Vec<bool>, StoreError> {
         let state = self.read();
         Ok(channels
             .iter()
@@ -130,7 +130,7 @@ impl OccupancyStore for MemoryStore {
             .collect())
     }
 
-    async fn members(&self) -> Result<Vec<String>, StoreError> {
+    pub(super) async fn members(&self) -> Result<Vec<String>, StoreError> {
         let state = self.read();
         Ok(state
             .channels
@@ -143,7 +143,7 @@ impl OccupancyStore for MemoryStore {
     /// Like the Redis store: the difference is found under a read lock, then applied in
     /// chunks of [`RECONCILE_CHUNK`], each under a short write lock that re-checks the guard, so
     /// a listing of hundreds of thousands of channels never blocks readers for long.
-    async fn reconcile(
+    pub(super) async fn reconcile(
         &self,
         listed: &[String],
         requested_at_ms: u64,
@@ -201,15 +201,19 @@ impl OccupancyStore for MemoryStore {
         Ok(repairs)
     }
 
-    fn watch(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+    pub(super) fn watch(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
         self.changes.subscribe()
     }
 
-    async fn lock_reconcile(&self, _owner: &str, _ttl: Duration) -> Result<bool, StoreError> {
+    pub(super) async fn lock_reconcile(
+        &self,
+        _owner: &str,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
         Ok(true)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }

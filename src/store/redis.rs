@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use super::connect::BadRedisUrl;
 use super::connect::{Link, Target};
 use super::feed::{AppCache, Known, Snapshot, random_id};
-use super::{Applied, Event, FeedEvent, Occupancy, OccupancyStore, Repairs, StoreError, now_ms};
+use super::{Applied, Event, FeedEvent, Occupancy, Repairs, StoreError, now_ms};
 use crate::channel::ChannelName;
 use crate::metrics::{count, metrics, observe};
 use crate::webhook::MAX_FUTURE_MS;
@@ -180,7 +180,7 @@ impl RedisBackend {
         super::feed::run(self.clone(), shutdown)
     }
 
-    /// Asks for a reconciliation at once (see [`OccupancyStore::repair_wanted`]).
+    /// Asks for a reconciliation at once (see [`super::Store::repair_wanted`]).
     pub(super) fn want_repair(&self) {
         self.shared.repair.notify_one();
     }
@@ -704,18 +704,23 @@ impl RedisStore {
     }
 }
 
-impl OccupancyStore for RedisStore {
-    fn watch(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+/// The calls [`super::Store`] makes.
+impl RedisStore {
+    pub(super) fn watch(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
         self.cache.watch()
     }
 
-    fn repair_wanted(&self) -> Option<Arc<tokio::sync::Notify>> {
+    pub(super) fn repair_wanted(&self) -> Option<Arc<tokio::sync::Notify>> {
         Some(self.backend.shared.repair.clone())
     }
 
     /// The lock records the data's epoch, so one taken before a data loss does not hold back
     /// the repair (see `lua/lock.lua`).
-    async fn lock_reconcile(&self, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+    pub(super) async fn lock_reconcile(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let mut invocation = lock_script().prepare_invoke();
         invocation
             .key(&self.keys.reconcile_lock)
@@ -730,7 +735,7 @@ impl OccupancyStore for RedisStore {
         Ok(taken == 1)
     }
 
-    async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
+    pub(super) async fn apply(&self, events: &[Event]) -> Result<Applied, StoreError> {
         let mut invocation = self.apply_invocation(&self.keys.feed);
         for event in events {
             invocation
@@ -765,7 +770,7 @@ impl OccupancyStore for RedisStore {
         Ok(applied)
     }
 
-    async fn occupied(&self, channels: &[ChannelName]) -> Result<Vec<bool>, StoreError> {
+    pub(super) async fn occupied(&self, channels: &[ChannelName]) -> Result<Vec<bool>, StoreError> {
         if self.cache.is_fresh() {
             return Ok(channels
                 .iter()
@@ -800,7 +805,7 @@ impl OccupancyStore for RedisStore {
             .collect())
     }
 
-    async fn members(&self) -> Result<Vec<String>, StoreError> {
+    pub(super) async fn members(&self) -> Result<Vec<String>, StoreError> {
         if self.cache.is_fresh() {
             return Ok(self.cache.members());
         }
@@ -825,7 +830,7 @@ impl OccupancyStore for RedisStore {
     /// atomic pass: a channel changed by an event after the listing was requested carries a newer
     /// time and stands, and one whose membership changed between the scan and its chunk is left
     /// as it now is (the next round looks again).
-    async fn reconcile(
+    pub(super) async fn reconcile(
         &self,
         listed: &[String],
         requested_at_ms: u64,
@@ -871,7 +876,7 @@ impl OccupancyStore for RedisStore {
 
     /// An empty run of the apply script: proves Redis answers, has the script and takes writes
     /// (a replica answers `READONLY`), and prunes old timestamps on the way.
-    async fn ping(&self) -> Result<(), StoreError> {
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
         let invocation = self.apply_invocation("");
         let _: Vec<u64> = self
             .backend

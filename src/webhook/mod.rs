@@ -41,7 +41,7 @@ pub use self::signature::{WebhookKey, WebhookKeys, sign};
 use crate::apps::{App, Apps};
 use crate::metrics::{count, metrics};
 use crate::refusals::{Refusals, WARN_PERIOD};
-use crate::store::{Applied, Occupancy, OccupancyStore};
+use crate::store::{Applied, Occupancy};
 
 /// The path Pusher is configured to post to.
 pub const WEBHOOK_PATH: &str = "/webhooks/pusher";
@@ -65,8 +65,8 @@ static OVER_BUDGET: Refusals = Refusals::new(
     WARN_PERIOD,
 );
 
-struct WebhookState<S> {
-    apps: Arc<Apps<S>>,
+struct WebhookState {
+    apps: Arc<Apps>,
     keys: WebhookKeys,
     body_limit: usize,
     body_timeout: Duration,
@@ -76,8 +76,8 @@ struct WebhookState<S> {
 /// The axum router serving [`WEBHOOK_PATH`], rejecting bodies over `body_limit` bytes or not
 /// received within `body_timeout`, and refusing requests once `buffer_budget` bytes of bodies
 /// are buffered across all connections.
-pub fn router<S: OccupancyStore>(
-    apps: Arc<Apps<S>>,
+pub fn router(
+    apps: Arc<Apps>,
     keys: WebhookKeys,
     body_limit: usize,
     body_timeout: Duration,
@@ -91,7 +91,7 @@ pub fn router<S: OccupancyStore>(
         budget: BodyBudget::new(buffer_budget),
     });
     Router::new()
-        .route(WEBHOOK_PATH, post(receive::<S>))
+        .route(WEBHOOK_PATH, post(receive))
         .with_state(state)
 }
 
@@ -102,10 +102,7 @@ type Refusal = Box<Response>;
 /// One webhook, in the order that refuses a stranger cheapest: the key on the headers, then the
 /// body within its limits, then the signature over it, then the batch itself; only then the
 /// store. Each step answers for itself when it refuses.
-async fn receive<S: OccupancyStore>(
-    State(state): State<Arc<WebhookState<S>>>,
-    request: Request,
-) -> Response {
+async fn receive(State(state): State<Arc<WebhookState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let steps = async {
@@ -121,10 +118,7 @@ async fn receive<S: OccupancyStore>(
 
 /// The key named by `X-Pusher-Key`: a stranger's request is refused on its headers alone,
 /// before its body is read.
-fn known_key<'a, S>(
-    state: &'a WebhookState<S>,
-    key: Option<&str>,
-) -> Result<&'a WebhookKey, Refusal> {
+fn known_key<'a>(state: &'a WebhookState, key: Option<&str>) -> Result<&'a WebhookKey, Refusal> {
     state.keys.find(key).map_err(|err| {
         outcome("bad_key");
         BAD_KEY.record(&err);
@@ -136,8 +130,8 @@ fn known_key<'a, S>(
 /// (released when the reservation drops). Bytes are reserved before any is read: a declared
 /// length over the limit is refused on the headers, and a body without one may take up to the
 /// limit.
-async fn read_body<S>(
-    state: &WebhookState<S>,
+async fn read_body(
+    state: &WebhookState,
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<(axum::body::Bytes, Reservation), Refusal> {
@@ -196,12 +190,12 @@ async fn read_body<S>(
 }
 
 /// The app whose key signed `body`, if `signature` is right.
-fn signed_by<'a, S>(
-    state: &'a WebhookState<S>,
+fn signed_by<'a>(
+    state: &'a WebhookState,
     key: &WebhookKey,
     signature: Option<&str>,
     body: &[u8],
-) -> Result<&'a Arc<App<S>>, Refusal> {
+) -> Result<&'a Arc<App>, Refusal> {
     match key
         .verify(signature, body)
         .map(|index| state.apps.get(index))
@@ -220,7 +214,7 @@ fn signed_by<'a, S>(
 }
 
 /// The batch in `body`, its time pulled back if it is stamped too far in the future.
-fn parse_batch<S>(app: &App<S>, body: &[u8]) -> Result<Batch, Refusal> {
+fn parse_batch(app: &App, body: &[u8]) -> Result<Batch, Refusal> {
     let mut batch = Batch::parse(body).map_err(|err| {
         outcome("bad_body");
         tracing::warn!(reason = %err, "webhook rejected: bad body");
@@ -236,7 +230,7 @@ fn parse_batch<S>(app: &App<S>, body: &[u8]) -> Result<Batch, Refusal> {
 
 /// The batch applied to the app's store: 503 when the store is out of reach (Pusher retries),
 /// 500 when an operator must look.
-async fn apply<S: OccupancyStore>(app: &App<S>, batch: &Batch) -> Result<Applied, Refusal> {
+async fn apply(app: &App, batch: &Batch) -> Result<Applied, Refusal> {
     app.store.apply(&batch.events).await.map_err(|err| {
         let status = if err.is_transient() {
             StatusCode::SERVICE_UNAVAILABLE
@@ -250,7 +244,7 @@ async fn apply<S: OccupancyStore>(app: &App<S>, batch: &Batch) -> Result<Applied
 
 /// Counts what the batch did and answers it. The counts go to `/metrics`; the log line is at
 /// debug, since at thousands of webhooks a second one line each would be the log's whole budget.
-fn applied_answer<S>(app: &App<S>, batch: &Batch, applied: &Applied) -> Response {
+fn applied_answer(app: &App, batch: &Batch, applied: &Applied) -> Response {
     let occupied = applied
         .applied
         .iter()
