@@ -663,7 +663,10 @@ async fn webhook_section(
                             .collect();
                         let events: Vec<(&str, &str)> =
                             channels.iter().map(|c| (kind, c.as_str())).collect();
-                        post_webhook(&http, &url, &events).await
+                        // The vacated one a millisecond later at least: on equal times across
+                        // requests occupied wins, as a real pair is never sent within one ms.
+                        let time_ms = unix_ms() + u128::from(i % 2 == 1);
+                        post_webhook_at(&http, &url, &events, time_ms).await
                     }
                 },
             )
@@ -799,8 +802,18 @@ async fn post_webhook(
     url: &str,
     events: &[(&str, &str)],
 ) -> anyhow::Result<()> {
+    post_webhook_at(http, url, events, unix_ms()).await
+}
+
+/// [`post_webhook`] stamped `time_ms`.
+async fn post_webhook_at(
+    http: &reqwest::Client,
+    url: &str,
+    events: &[(&str, &str)],
+    time_ms: u128,
+) -> anyhow::Result<()> {
     // Channel names here are plain ASCII without quotes, so the JSON is written directly.
-    let mut body = format!("{{\"time_ms\":{},\"events\":[", unix_ms());
+    let mut body = format!("{{\"time_ms\":{time_ms},\"events\":[");
     for (n, (name, channel)) in events.iter().enumerate() {
         let comma = if n == 0 { "" } else { "," };
         let _ = write!(
