@@ -196,15 +196,36 @@ async fn first_listing<S: OccupancyStore>(
     })
 }
 
-/// Lists again and reconciles against both listings with the first one's request time: only a
-/// channel absent from both, and not changed by an event since the first request, is removed.
+/// Lists again, adds what that listing names and the set lacks, then removes only a channel
+/// absent from both listings and not changed by an event since the first request.
 /// A second listing that fails or is refused removes nothing (`unconfirmed`).
 async fn confirm<S: OccupancyStore>(app: &App<S>, first: FirstListing) -> &'static str {
+    let second_at = now_ms();
     let second = match list(app, "reconcile unconfirmed: no removals this round").await {
         Ok(second) => second,
         Err(_) => return "unconfirmed",
     };
-    let mut listed = first.listed;
+    // Additions come from the fresh listing only: the first may name a channel vacated since,
+    // whose newer event a data loss in between erased.
+    let mut added = first.added;
+    match add_missing(app, &second, second_at).await {
+        Ok(more) => added.extend(more),
+        Err(result) => return result,
+    }
+    // Removals: what neither listing names. The first listing only protects current members.
+    let members: std::collections::HashSet<String> = match app.store.members().await {
+        Ok(members) => members.into_iter().collect(),
+        Err(err) => {
+            tracing::warn!(app = %app.id, error = ?err, "reconcile failed: store unavailable");
+            return "failed";
+        }
+    };
+    let mut listed: Vec<String> = first
+        .listed
+        .into_iter()
+        .filter(|c| members.contains(c))
+        .collect();
+    drop(members);
     listed.extend(second);
     listed.sort_unstable();
     listed.dedup();
@@ -212,7 +233,6 @@ async fn confirm<S: OccupancyStore>(app: &App<S>, first: FirstListing) -> &'stat
     match app.store.reconcile(&listed, first.requested_at).await {
         Ok(repairs) => {
             count_repairs(app, &repairs);
-            let mut added = first.added;
             added.extend(repairs.added);
             let removed = repairs.removed;
             if added.is_empty() && removed.is_empty() {

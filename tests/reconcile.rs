@@ -164,8 +164,8 @@ async fn a_set_lost_by_redis_is_restored_within_about_one_interval() {
 }
 
 /// The listing is requested, then (while Pusher takes 1.5 s to answer) X is vacated and Y
-/// occupied; the listing, made before those events, still lists X and not Y (and so does the
-/// second listing, which confirms removals). Neither event may be undone. W (listed, missing) is added and Z (old, not listed) removed, so the round did run.
+/// occupied; the listing, made before those events, still lists X and not Y (the second listing,
+/// which confirms removals, lacks Y too). Neither event may be undone. W (listed, missing) is added and Z (old, not listed) removed, so the round did run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_newer_than_the_listing_request_wins() {
     let stub = PusherStub::start().await;
@@ -198,6 +198,9 @@ async fn an_event_newer_than_the_listing_request_wins() {
         "the webhook must land while the listing is in flight; took {:?}",
         sent.elapsed()
     );
+    // The confirming listing knows x vacated, and still lacks y: y stands only because its
+    // event is newer than the first listing's request.
+    stub.set_listing(&["w"], Duration::ZERO);
     let line = log_line(&service, &["reconciled"], Duration::from_secs(5) + CONFIRM).await;
     assert_eq!(
         redis.members(SET).await,
