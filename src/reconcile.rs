@@ -18,6 +18,7 @@
 //! in small chunks so that a listing of hundreds of thousands of channels never holds Redis for
 //! long: webhooks and health checks are served between chunks.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -321,7 +322,42 @@ async fn add_missing<S: OccupancyStore>(
     keep.sort_unstable();
     keep.dedup();
     let started = std::time::Instant::now();
-    match app.store.reconcile(&keep, requested_at).await {
+    let mut result = app.store.reconcile(&keep, requested_at).await;
+    // After a data loss the members come from the copy this replica kept, so the call above also
+    // restored channels Redis lost that Pusher does not list, stamped with the request time (which
+    // would make a late `channel_vacated` for them look stale). Only Pusher's listing is
+    // trusted for additions: take those straight out again.
+    if let Ok(first) = &result {
+        let listed_set: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let restored: HashSet<&str> = first
+            .added
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !listed_set.contains(c))
+            .collect();
+        if !restored.is_empty() {
+            let keep: Vec<String> = keep
+                .iter()
+                .filter(|c| !restored.contains(c.as_str()))
+                .cloned()
+                .collect();
+            let added: Vec<String> = first
+                .added
+                .iter()
+                .filter(|c| listed_set.contains(c.as_str()))
+                .cloned()
+                .collect();
+            result =
+                app.store
+                    .reconcile(&keep, requested_at)
+                    .await
+                    .map(|_| crate::store::Repairs {
+                        added,
+                        removed: Vec::new(),
+                    });
+        }
+    }
+    match result {
         Ok(repairs) => {
             count_repairs(app, &repairs);
             if !repairs.added.is_empty() {
