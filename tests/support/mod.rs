@@ -942,3 +942,6 @@ pub mod probe;
 
 /// The gate started with its Pusher API listener, and requests signed as the SDKs sign them.
 pub mod pusher_api;
+
+/// `on_both_stores!`: one scenario run on Redis and on the in-memory store.
+pub mod both_stores;
