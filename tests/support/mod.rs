@@ -945,3 +945,6 @@ pub mod pusher_api;
 
 /// `on_both_stores!`: one scenario run on Redis and on the in-memory store.
 pub mod both_stores;
+
+/// Polling the gate's gRPC health service for a status, bounded.
+pub mod health_poll;
