@@ -43,8 +43,8 @@ pub const CONFIRM_DELAY: Duration = Duration::from_secs(4);
 /// not wait), then waits [`CONFIRM_DELAY`] once for all apps and lists again: only a channel
 /// absent from both listings is removed. A recovery during the wait lists again at once for
 /// every app whose lock is granted again (a data loss: the lock records the data's epoch) and
-/// adds what is missing, then the wait goes on; apps whose first half failed get a new round
-/// right after this one.
+/// adds what is missing, then the wait goes on; if one came, apps whose first half failed get a
+/// new round right after this one.
 pub async fn run<S: OccupancyStore>(
     apps: Arc<Apps<S>>,
     interval: Duration,
