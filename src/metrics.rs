@@ -64,7 +64,8 @@ pub struct Metrics {
     /// Reconcile rounds of one app, by `app` and `result` (`repaired`, `clean`,
     /// `locked_elsewhere`: another replica holds this interval's lock, `store_unavailable`,
     /// `listing_failed`, `listing_refused`: too large, not a listing or an invalid name, and
-    /// nothing changed; `failed`).
+    /// nothing changed; `unconfirmed`: the second listing failed or was refused, so additions
+    /// stand and nothing was removed; `failed`).
     pub reconcile_rounds: Counters,
     /// Times the change feed was established (re-established after a break counts again).
     pub feed_follows: Counter,

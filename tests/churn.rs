@@ -41,6 +41,23 @@ const VACATE_DELAY: Duration = Duration::from_millis(1000);
 const VACATE_JITTER: Duration = Duration::from_millis(200);
 /// How long each segment lasts after its recovery: the 2 s window, then clean measurement.
 const HOLD: Duration = Duration::from_millis(4500);
+/// How the simulated Pusher announces a subscriber who comes back within the hold-back of
+/// `channel_vacated`: `false` sends `channel_occupied` again (as sockudo does); `true` sends
+/// nothing at all, as Pusher documents ("cancelled if one comes back"), so only the gate's
+/// reconciliation keeps such a channel (its removals wait for a second listing). The
+/// `CHURN_PUSHER=documented` or `=sockudo` environment variable overrides it for one run. The
+/// documented mode is the default since it passed three runs in a row with 0 skips.
+const DOCUMENTED_PUSHER: bool = true;
+
+/// Whether this run follows Pusher's documented behaviour (see [`DOCUMENTED_PUSHER`]).
+fn documented_pusher() -> bool {
+    match std::env::var("CHURN_PUSHER").as_deref() {
+        Ok("documented") => true,
+        Ok("sockudo") => false,
+        _ => DOCUMENTED_PUSHER,
+    }
+}
+
 /// Redis must be true within this of each fault.
 const REDIS_BOUND: Duration = Duration::from_secs(2);
 
@@ -169,7 +186,7 @@ async fn churn_under_faults_skips_no_watched_update_and_keeps_redis_true() {
             step: Duration::from_millis(150),
             vacate_delay: VACATE_DELAY,
             vacate_jitter: VACATE_JITTER,
-            occupied_on_every_join: true,
+            occupied_on_every_join: !documented_pusher(),
         },
         stub.clone(),
         targets.clone(),
@@ -293,11 +310,16 @@ async fn churn_under_faults_skips_no_watched_update_and_keeps_redis_true() {
          {PUBLISH_EVERY:?}; a skip counts when the channel was occupied from {GRACE:?} before the \
          call to its answer; the window is {FAULT_WINDOW:?} after the faulted part was back; \
          wasted/stale = published to a vacant channel / vacant for longer than the vacate \
-         hold-back; whole run {:.1} s",
+         hold-back; come-back within the hold-back: {}; whole run {:.1} s",
         truth.transitions(),
         stats.sent.load(ordering),
         stats.delivered.load(ordering),
         stats.retried.load(ordering),
+        if documented_pusher() {
+            "no webhook (Pusher's documented behaviour)"
+        } else {
+            "channel_occupied again (sockudo)"
+        },
         began.elapsed().as_secs_f64(),
     );
     report.push(footer);

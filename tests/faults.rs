@@ -17,39 +17,12 @@ use support::{Occupancy, PusherStub, RedisServer};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::ServingStatus;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 const SET: &str = "pusher:channels";
 
-async fn health(health: &HealthClient<Channel>) -> Option<ServingStatus> {
-    let answer = health
-        .clone()
-        .check(HealthCheckRequest {
-            service: "occupancy.v1.Occupancy".into(),
-        })
-        .await
-        .ok()?;
-    match answer.into_inner().status {
-        1 => Some(ServingStatus::Serving),
-        2 => Some(ServingStatus::NotServing),
-        _ => Some(ServingStatus::Unknown),
-    }
-}
-
 async fn health_becomes(client: &HealthClient<Channel>, wanted: ServingStatus, within: Duration) {
-    let start = Instant::now();
-    loop {
-        let now = health(client).await;
-        if now == Some(wanted) {
-            return;
-        }
-        assert!(
-            start.elapsed() < within,
-            "health is {now:?}, not {wanted:?}, after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::health_poll::becomes(client, support::health_poll::GATE, wanted as i32, within).await;
 }
 
 async fn is_occupied(

@@ -136,15 +136,12 @@ async fn a_drain_turns_health_off_first_and_does_not_wait_for_open_streams() {
     ]);
     let channel = gate.channel().await;
     let mut health = HealthClient::new(channel.clone());
-    support::eventually(Duration::from_secs(5), "serving", || {
-        let mut health = health.clone();
-        async move {
-            health
-                .check(HealthCheckRequest::default())
-                .await
-                .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
-        }
-    })
+    support::health_poll::becomes(
+        &health,
+        "",
+        ServingStatus::Serving as i32,
+        Duration::from_secs(5),
+    )
     .await;
     // A Health/Watch stream never ends by itself; it must not hold the exit.
     let mut watch = health
@@ -155,18 +152,12 @@ async fn a_drain_turns_health_off_first_and_does_not_wait_for_open_streams() {
     watch.message().await.expect("first status");
 
     gate.signal("TERM");
-    support::eventually(
+    // NOT_SERVING during the drain delay.
+    support::health_poll::becomes(
+        &health,
+        "",
+        ServingStatus::NotServing as i32,
         Duration::from_secs(1),
-        "NOT_SERVING during the drain delay",
-        || {
-            let mut health = health.clone();
-            async move {
-                health
-                    .check(HealthCheckRequest::default())
-                    .await
-                    .is_ok_and(|r| r.into_inner().status == ServingStatus::NotServing as i32)
-            }
-        },
     )
     .await;
     assert_eq!(get(&format!("{}/readyz", gate.admin_url())).await.0, 503);

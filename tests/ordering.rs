@@ -96,22 +96,7 @@ impl Counts {
     }
 }
 
-/// Runs a scenario once on Redis and once on the in-memory store.
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$scenario(StoreKind::Redis).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$scenario(StoreKind::Memory).await
-            }
-        }
-    )*};
-}
+use support::both_stores::on_both_stores;
 
 on_both_stores!(
     a_late_vacated_does_not_undo_a_newer_occupied,

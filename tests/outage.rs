@@ -11,30 +11,14 @@ use occupancy::proto::occupancy_client::OccupancyClient;
 use support::{Occupancy, PusherStub, RedisServer};
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 const SERVING: i32 = 1;
 const NOT_SERVING: i32 = 2;
 
 async fn health_is(health: &HealthClient<Channel>, wanted: i32) {
-    for service in ["", "occupancy.v1.Occupancy"] {
-        support::eventually(
-            Duration::from_secs(10),
-            &format!("health {wanted} for {service:?}"),
-            || {
-                let mut health = health.clone();
-                async move {
-                    health
-                        .check(HealthCheckRequest {
-                            service: service.into(),
-                        })
-                        .await
-                        .is_ok_and(|r| r.into_inner().status == wanted)
-                }
-            },
-        )
-        .await;
+    for service in ["", support::health_poll::GATE] {
+        support::health_poll::becomes(health, service, wanted, Duration::from_secs(10)).await;
     }
 }
 

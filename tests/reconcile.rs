@@ -12,6 +12,8 @@ use support::{Occupancy, PusherStub, RedisServer, SECRET, now_ms};
 
 const SET: &str = "pusher:channels";
 const TIMES: &str = "{pusher:channels}:times";
+/// The wait between a round's two listings (`reconcile::CONFIRM_DELAY`).
+const CONFIRM: Duration = Duration::from_secs(4);
 
 fn start(redis: &RedisServer, stub: &PusherStub, interval: &str) -> Occupancy {
     Occupancy::start(&[
@@ -90,14 +92,14 @@ async fn start_up_fills_the_set_from_the_listing_and_logs_the_repair_without_the
     set_is(
         &redis,
         &["still-live", "private-job-1", "presence-room"],
-        Duration::from_secs(3),
+        Duration::from_secs(3) + CONFIRM,
         "start-up reconciliation",
     )
     .await;
     let line = log_line(
         &service,
         &["reconciled: repaired", "added=2", "removed=1"],
-        Duration::from_secs(2),
+        Duration::from_secs(3),
     )
     .await;
     assert!(line.contains("app=4242"), "names the app: {line}");
@@ -107,9 +109,11 @@ async fn start_up_fills_the_set_from_the_listing_and_logs_the_repair_without_the
     );
     // A round with nothing to repair logs no repair.
     let listings = stub.listings();
-    support::eventually(Duration::from_secs(4), "a second listing", || async {
-        stub.listings() > listings
-    })
+    support::eventually(
+        Duration::from_secs(4) + CONFIRM,
+        "a later listing",
+        || async { stub.listings() > listings },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let repairs = service
@@ -160,8 +164,8 @@ async fn a_set_lost_by_redis_is_restored_within_about_one_interval() {
 }
 
 /// The listing is requested, then (while Pusher takes 1.5 s to answer) X is vacated and Y
-/// occupied; the listing, made before those events, still lists X and not Y. Neither event may be
-/// undone. W (listed, missing) is added and Z (old, not listed) removed, so the round did run.
+/// occupied; the listing, made before those events, still lists X and not Y (the second listing,
+/// which confirms removals, lacks Y too). Neither event may be undone. W (listed, missing) is added and Z (old, not listed) removed, so the round did run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_newer_than_the_listing_request_wins() {
     let stub = PusherStub::start().await;
@@ -194,7 +198,10 @@ async fn an_event_newer_than_the_listing_request_wins() {
         "the webhook must land while the listing is in flight; took {:?}",
         sent.elapsed()
     );
-    let line = log_line(&service, &["reconciled"], Duration::from_secs(5)).await;
+    // The confirming listing knows x vacated, and still lacks y: y stands only because its
+    // event is newer than the first listing's request.
+    stub.set_listing(&["w"], Duration::ZERO);
+    let line = log_line(&service, &["reconciled"], Duration::from_secs(5) + CONFIRM).await;
     assert_eq!(
         redis.members(SET).await,
         ["w", "y"],
@@ -204,7 +211,8 @@ async fn an_event_newer_than_the_listing_request_wins() {
         line.contains("added=1") && line.contains("removed=1"),
         "{line}"
     );
-    assert_eq!(stub.listings(), 1);
+    // The first listing and the one confirming the removal.
+    assert_eq!(stub.listings(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,11 +224,13 @@ async fn two_replicas_list_about_once_per_interval_not_each() {
     let two = start(&redis, &stub, "1s");
     set_is(&redis, &["a"], Duration::from_secs(3), "start-up").await;
     let before = stub.listings();
-    let window = Duration::from_millis(3500);
+    let window = Duration::from_millis(10_000);
     tokio::time::sleep(window).await;
     let listed = stub.listings() - before;
     eprintln!("{listed} listings in {window:?}");
-    // One lister per interval gives 3 or 4 in 3.5 s; both listing every interval gives 7.
+    // A round is two listings 4 s apart and holds the lock through both, then a little less than
+    // an interval: one lister gives two rounds (3 or 4 listings) in 10 s; both listing every
+    // round (4 s + 1 s apart) gives 8.
     assert!(
         (2..=5).contains(&listed),
         "{listed} listings in {window:?} by two replicas with --reconcile-interval 1s"
@@ -280,7 +290,10 @@ async fn an_event_newer_than_the_listing_request_wins_in_memory_too() {
         "the webhooks must land while the listing is in flight; took {:?}",
         sent.elapsed()
     );
-    let line = log_line(&service, &["reconciled"], Duration::from_secs(5)).await;
+    // Later listings (the confirming one, one after the start-up recovery) know x vacated, and
+    // still lack y: y stands only because its event is newer than the first listing's request.
+    stub.set_listing(&["w"], Duration::ZERO);
+    let line = log_line(&service, &["reconciled"], Duration::from_secs(5) + CONFIRM).await;
     let gate = OccupancyClient::new(service.channel().await);
     for (channel, expected) in [("w", true), ("x", false), ("y", true), ("z", false)] {
         let occupied = gate
@@ -298,5 +311,115 @@ async fn an_event_newer_than_the_listing_request_wins_in_memory_too() {
     assert!(
         line.contains("added=1") && line.contains("removed=1"),
         "{line}"
+    );
+}
+
+/// Pusher holds `channel_vacated` back for up to 3 s and sends nothing if a subscriber comes back
+/// within it, while its listing may already omit the channel. A round whose first listing lands
+/// in that hold-back must not remove the channel: `held` (occupied by a webhook stamped before the
+/// round) is missing from the first listing and back in the second, and stays occupied
+/// throughout; `gone`, missing from both, is removed; `new`, listed, is added at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_missing_from_only_the_first_listing_stays_occupied() {
+    let stub = PusherStub::start().await;
+    let redis = RedisServer::start();
+    // The first listing takes a second: time to deliver the webhook while it is in flight.
+    stub.set_listing(&["new"], Duration::from_millis(1000));
+    let service = start(&redis, &stub, "1h");
+    support::eventually(Duration::from_secs(5), "the first listing", || async {
+        stub.listings() >= 1
+    })
+    .await;
+    let (status, body) = service
+        .send_webhook_at(
+            now_ms() - 10_000,
+            &[("channel_occupied", "held"), ("channel_occupied", "gone")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // From the second listing on, the subscriber is back (no webhook: Pusher cancelled it).
+    stub.set_listing(&["new", "held"], Duration::ZERO);
+    set_is(
+        &redis,
+        &["gone", "held", "new"],
+        Duration::from_secs(2),
+        "additions from the first listing, no removal",
+    )
+    .await;
+    let admin = service.admin_url();
+    let deadline = Instant::now() + CONFIRM + Duration::from_secs(5);
+    while support::probe::metric(
+        &admin,
+        "occupancy_reconcile_rounds_total",
+        &["result=\"repaired\""],
+    )
+    .await
+        < 1.0
+    {
+        let members = redis.members(SET).await;
+        assert!(
+            members.contains(&"held".to_owned()),
+            "held was removed by one listing taken in the hold-back: {members:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no repaired round; log:\n{}",
+            service.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stub.listings(), 2);
+    assert_eq!(redis.members(SET).await, ["held", "new"]);
+    assert_eq!(
+        support::probe::metric(
+            &admin,
+            "occupancy_reconcile_repairs_total",
+            &["change=\"removed\""]
+        )
+        .await,
+        1.0
+    );
+}
+
+/// A second listing that is refused confirms nothing: the round adds what the first listed and
+/// removes nothing, counted as `unconfirmed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_second_listing_removes_nothing() {
+    let stub = PusherStub::start().await;
+    let redis = RedisServer::start();
+    sadd_at(&redis, "stale", now_ms() - 60_000).await;
+    stub.set_listing(&["new"], Duration::from_millis(500));
+    let service = start(&redis, &stub, "1h");
+    support::eventually(Duration::from_secs(5), "the first listing", || async {
+        stub.listings() >= 1
+    })
+    .await;
+    // Not a channel name: the gate refuses the whole listing.
+    stub.set_listing(&["new", "not a name!"], Duration::ZERO);
+    let admin = service.admin_url();
+    support::eventually(
+        CONFIRM + Duration::from_secs(5),
+        "an unconfirmed round",
+        || async {
+            support::probe::metric(
+                &admin,
+                "occupancy_reconcile_rounds_total",
+                &["result=\"unconfirmed\""],
+            )
+            .await
+                >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(stub.listings(), 2);
+    assert_eq!(redis.members(SET).await, ["new", "stale"]);
+    assert_eq!(
+        support::probe::metric(
+            &admin,
+            "occupancy_reconcile_repairs_total",
+            &["change=\"removed\""]
+        )
+        .await,
+        0.0
     );
 }

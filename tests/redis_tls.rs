@@ -12,8 +12,6 @@ use axum::http::StatusCode;
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use support::{Occupancy, PusherStub, TestPki, eventually, free_port};
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use topology::{Node, TempDir, require};
 
@@ -51,15 +49,8 @@ fn tls_redis(pki: &TestPki, dir: &TempDir) -> Node {
     Node::spawn("redis-server", &args, port, dir.path())
 }
 
-async fn health_status(health: &HealthClient<Channel>) -> Option<i32> {
-    health
-        .clone()
-        .check(HealthCheckRequest {
-            service: "occupancy.v1.Occupancy".into(),
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner().status)
+async fn health_status(health: &HealthClient<tonic::transport::Channel>) -> Option<i32> {
+    support::health_poll::status(health, support::health_poll::GATE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

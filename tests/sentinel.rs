@@ -16,7 +16,6 @@ use axum::http::StatusCode;
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use support::{Occupancy, PusherStub, eventually, free_port};
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use topology::{Node, TempDir, direct, require, smembers};
 
@@ -65,14 +64,7 @@ async fn sentinel_view(port: u16) -> std::collections::HashMap<String, String> {
 }
 
 async fn health_status(health: &HealthClient<tonic::transport::Channel>) -> Option<i32> {
-    health
-        .clone()
-        .check(HealthCheckRequest {
-            service: "occupancy.v1.Occupancy".into(),
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner().status)
+    support::health_poll::status(health, support::health_poll::GATE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -275,6 +275,16 @@ impl Store {
         Ok(Subscription { members, changes })
     }
 
+    /// Every occupied channel now, for reconciliation (which protects current members while a
+    /// removal waits for its confirming listing). Watchers use [`Self::subscribe`] instead, which
+    /// cannot lose a change between the read and the subscription.
+    pub async fn members(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Memory(store) => store.members().await,
+            Self::Redis(store) => store.members().await,
+        }
+    }
+
     /// Makes the set equal `listed` (Pusher's answer to a listing requested at `requested_at_ms`),
     /// except for channels changed by an event newer than the request, which stand. The one call
     /// that may take many short steps (chunks) rather than one: a listing can name hundreds of

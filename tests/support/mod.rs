@@ -91,12 +91,21 @@ impl RedisServer {
     }
 
     /// A direct connection, to look at the set as encoders reading Redis would.
+    /// Retried for a few seconds: on a loaded machine (CI runs every suite on two cores) a busy
+    /// redis-server can be slow to accept.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to test redis")
+        let client = redis::Client::open(self.url()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match client.get_multiplexed_async_connection().await {
+                Ok(connection) => return connection,
+                Err(err) if Instant::now() < deadline => {
+                    eprintln!("connect to test redis: {err}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => panic!("connect to test redis: {err}"),
+            }
+        }
     }
 
     pub async fn members(&self, key: &str) -> Vec<String> {
@@ -942,3 +951,9 @@ pub mod probe;
 
 /// The gate started with its Pusher API listener, and requests signed as the SDKs sign them.
 pub mod pusher_api;
+
+/// `on_both_stores!`: one scenario run on Redis and on the in-memory store.
+pub mod both_stores;
+
+/// Polling the gate's gRPC health service for a status, bounded.
+pub mod health_poll;
