@@ -413,16 +413,23 @@ async fn each_app_is_reconciled_from_its_own_listing_under_its_own_lock() {
         "--reconcile-interval".into(),
         "1h".into(),
     ]);
-    support::eventually(Duration::from_secs(5), "both apps reconciled", || async {
+    support::eventually(Duration::from_secs(10), "both apps reconciled", || async {
         redis.members(A_SET).await == ["a-1", "a-2"] && redis.members(B_SET).await == ["b-1"]
     })
     .await;
     let mut listings = stub.listings();
     listings.sort();
+    // Two listings per app: the first adds, the second (after Pusher's vacate hold-back)
+    // confirms the removals.
     assert_eq!(
         listings,
-        [(A_ID.to_owned(), true), (B_ID.to_owned(), true)],
-        "one listing per app, each signed with its own credentials"
+        [
+            (A_ID.to_owned(), true),
+            (A_ID.to_owned(), true),
+            (B_ID.to_owned(), true),
+            (B_ID.to_owned(), true)
+        ],
+        "two listings per app, each signed with its own credentials"
     );
     for set in [A_SET, B_SET] {
         let lock: bool = redis::cmd("EXISTS")
