@@ -44,14 +44,27 @@ pub async fn section(plan: &Plan, redis_url: &str) -> anyhow::Result<Vec<Level>>
         post(|_body: axum::body::Bytes| async { "{}" }),
     );
     tokio::spawn(async move { axum::serve(stand_in, router).await });
-    let api_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let service = Service::start_with(
-        Some(redis_url),
-        &plan.log_filter,
-        &format!("http://{stand_in_addr}"),
-        &["--pusher-api-addr".to_owned(), api_addr.to_string()],
-    )
-    .await?;
+    // A port found free can be taken (by an outgoing connection of an earlier section, say)
+    // before the service binds it: then the service exits at start-up and another port is tried.
+    let mut attempt = 0;
+    let (service, api_addr) = loop {
+        attempt += 1;
+        let api_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        match Service::start_with(
+            Some(redis_url),
+            &plan.log_filter,
+            &format!("http://{stand_in_addr}"),
+            &["--pusher-api-addr".to_owned(), api_addr.to_string()],
+        )
+        .await
+        {
+            Ok(service) => break (service, api_addr),
+            Err(err) if attempt < 3 && format!("{err:#}").contains("Address already in use") => {
+                println!("(port {api_addr} was taken before the service bound it; another)");
+            }
+            Err(err) => return Err(err),
+        }
+    };
     let http = webhook_client()?;
     post_webhook(&http, &service.webhook_url(), &[("channel_occupied", LIVE)]).await?;
 
