@@ -3,6 +3,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// How far ahead of this machine's clock a webhook's `time_ms` (or a reconciliation's
+/// stamp) may be. Pusher's clock and ours
+/// differ by little (its request signing already insists on NTP-grade clocks); a stamp further
+/// ahead than this (a Pusher-compatible server whose clock runs fast) would make every real event
+/// for its channels stale until the real clock caught up, so it is pulled back to this bound.
+pub const MAX_FUTURE_MS: u64 = 60_000;
+
 /// Milliseconds since the epoch. A clock before 1970 gives 0, which every caller treats as
 /// "older than anything" rather than failing.
 pub fn now_ms() -> u64 {

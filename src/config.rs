@@ -14,6 +14,8 @@ use secrecy::SecretString;
 
 use crate::apps::{AppConfig, RawApp, load_apps_file};
 use crate::gate::StoreDownPolicy;
+use crate::grpc_listener::GrpcLimits;
+use crate::http_listener::HttpLimits;
 
 /// The command line. Not `Debug`: it holds secrets.
 #[derive(Parser)]
@@ -297,10 +299,8 @@ pub struct Config {
     pub webhook_body_limit: usize,
     /// Webhook body bytes buffered at once across all connections.
     pub webhook_buffer_budget: usize,
-    /// gRPC handshake (preface) timeout.
-    pub grpc_handshake_timeout: Duration,
-    /// gRPC connection cap.
-    pub grpc_max_connections: usize,
+    /// gRPC handshake (preface) timeout and connection cap.
+    pub grpc_limits: GrpcLimits,
     /// Health ping interval.
     pub health_interval: Duration,
     /// Tokens accepted on occupancy.v1 calls; empty means open.
@@ -315,12 +315,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// PublishIfOccupied while the store is down.
     pub store_down: StoreDownPolicy,
-    /// Webhook header (and idle) timeout.
-    pub http_header_timeout: Duration,
-    /// Webhook body timeout.
+    /// Header (and idle) timeout and connection cap of the webhook and Pusher API listeners.
+    pub http_limits: HttpLimits,
+    /// Body timeout of the webhook and Pusher API listeners.
     pub http_body_timeout: Duration,
-    /// Webhook connection cap.
-    pub http_max_connections: usize,
     /// `WatchOccupancy` stream cap.
     pub max_watch_streams: usize,
     /// Extra CA certificates (PEM) for the Pusher API.
@@ -358,7 +356,64 @@ impl Cli {
                 .map_err(|e| invalid("--apps-file / OCCUPANCY_APPS_FILE", e.to_string()))?,
             None => vec![self.single_app()?],
         };
-        let store = match self.redis_url {
+        let store = self.store()?;
+        check_body_budget(self.webhook_body_limit, self.webhook_buffer_budget)?;
+        check_retention(self.retention)?;
+
+        let grpc_tokens = match self.grpc_tokens.as_deref() {
+            Some(raw) => parse_tokens(raw)?,
+            None => Vec::new(),
+        };
+        let grpc_tls = self.grpc_tls()?;
+        let pusher_api_tls = self.pusher_api_tls()?;
+        let pusher_ca = self
+            .pusher_ca
+            .as_deref()
+            .map(|path| read_pem(path, "--pusher-ca / OCCUPANCY_PUSHER_CA", "CERTIFICATE"))
+            .transpose()?;
+
+        Ok(Config {
+            pusher_api_addr: self.pusher_api_addr,
+            max_event_bytes: self.max_event_bytes,
+            pusher_api_tls,
+            grpc_tokens,
+            admin_addr: self.admin_addr,
+            drain_delay: self.drain_delay,
+            listen_addrs_file: self.listen_addrs_file,
+            drain_timeout: self.drain_timeout,
+            store_down: self.publish_when_store_down,
+            http_limits: HttpLimits {
+                header_timeout: self.http_header_timeout,
+                max_connections: self.http_max_connections,
+            },
+            http_body_timeout: self.http_body_timeout,
+            max_watch_streams: self.max_watch_streams,
+            pusher_ca,
+            grpc_tls,
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            store,
+            apps,
+            retention: self.retention,
+            reconcile_interval: (!self.reconcile_interval.is_zero())
+                .then_some(self.reconcile_interval),
+            pusher_timeout: self.pusher_timeout,
+            webhook_body_limit: self.webhook_body_limit,
+            webhook_buffer_budget: self.webhook_buffer_budget,
+            grpc_limits: GrpcLimits {
+                handshake_timeout: self.grpc_handshake_timeout,
+                max_connections: self.grpc_max_connections,
+            },
+            health_interval: self.health_interval,
+        })
+    }
+}
+
+impl Cli {
+    /// Where the sets are kept: Redis when a URL is given (checked here, never quoted: it may
+    /// hold a password), memory otherwise.
+    fn store(&self) -> Result<StoreChoice, ConfigError> {
+        Ok(match self.redis_url.clone() {
             Some(url) if !url.trim().is_empty() => {
                 let ca = self
                     .redis_ca
@@ -376,31 +431,29 @@ impl Cli {
                 }
             }
             _ => StoreChoice::Memory,
-        };
-        check_body_budget(self.webhook_body_limit, self.webhook_buffer_budget)?;
-        check_retention(self.retention)?;
+        })
+    }
 
-        let grpc_tokens = match self.grpc_tokens.as_deref() {
-            Some(raw) => parse_tokens(raw)?,
-            None => Vec::new(),
-        };
-        let grpc_tls = match (self.grpc_tls_cert, self.grpc_tls_key) {
+    /// TLS for the gRPC listener, when a certificate and key are given.
+    fn grpc_tls(&self) -> Result<Option<GrpcTls>, ConfigError> {
+        Ok(match (&self.grpc_tls_cert, &self.grpc_tls_key) {
             (Some(cert), Some(key)) => Some(GrpcTls {
                 cert: read_pem(
-                    &cert,
+                    cert,
                     "--grpc-tls-cert / OCCUPANCY_GRPC_TLS_CERT",
                     "CERTIFICATE",
                 )?,
                 key: SecretBytes(read_pem(
-                    &key,
+                    key,
                     "--grpc-tls-key / OCCUPANCY_GRPC_TLS_KEY",
                     "PRIVATE KEY",
                 )?),
                 client_ca: self
                     .grpc_tls_client_ca
+                    .as_ref()
                     .map(|ca| {
                         read_pem(
-                            &ca,
+                            ca,
                             "--grpc-tls-client-ca / OCCUPANCY_GRPC_TLS_CLIENT_CA",
                             "CERTIFICATE",
                         )
@@ -408,64 +461,32 @@ impl Cli {
                     .transpose()?,
             }),
             _ => None,
-        };
-
-        let pusher_api_tls = match (&self.pusher_api_tls_cert, &self.pusher_api_tls_key) {
-            (Some(cert), Some(key)) => Some((
-                read_pem(
-                    cert,
-                    "--pusher-api-tls-cert / OCCUPANCY_PUSHER_API_TLS_CERT",
-                    "CERTIFICATE",
-                )?,
-                SecretBytes(read_pem(
-                    key,
-                    "--pusher-api-tls-key / OCCUPANCY_PUSHER_API_TLS_KEY",
-                    "PRIVATE KEY",
-                )?),
-            )),
-            _ => None,
-        };
-        let pusher_ca = self
-            .pusher_ca
-            .as_deref()
-            .map(|path| read_pem(path, "--pusher-ca / OCCUPANCY_PUSHER_CA", "CERTIFICATE"))
-            .transpose()?;
-
-        Ok(Config {
-            pusher_api_addr: self.pusher_api_addr,
-            max_event_bytes: self.max_event_bytes,
-            pusher_api_tls,
-            grpc_tokens,
-            admin_addr: self.admin_addr,
-            drain_delay: self.drain_delay,
-            listen_addrs_file: self.listen_addrs_file,
-            drain_timeout: self.drain_timeout,
-            store_down: self.publish_when_store_down,
-            http_header_timeout: self.http_header_timeout,
-            http_body_timeout: self.http_body_timeout,
-            http_max_connections: self.http_max_connections,
-            max_watch_streams: self.max_watch_streams,
-            pusher_ca,
-            grpc_tls,
-            grpc_addr: self.grpc_addr,
-            http_addr: self.http_addr,
-            store,
-            apps,
-            retention: self.retention,
-            reconcile_interval: (!self.reconcile_interval.is_zero())
-                .then_some(self.reconcile_interval),
-            pusher_timeout: self.pusher_timeout,
-            webhook_body_limit: self.webhook_body_limit,
-            webhook_buffer_budget: self.webhook_buffer_budget,
-            grpc_handshake_timeout: self.grpc_handshake_timeout,
-            grpc_max_connections: self.grpc_max_connections,
-            health_interval: self.health_interval,
         })
+    }
+
+    /// TLS for the Pusher API listener, when a certificate and key are given.
+    fn pusher_api_tls(&self) -> Result<Option<(Vec<u8>, SecretBytes)>, ConfigError> {
+        Ok(
+            match (&self.pusher_api_tls_cert, &self.pusher_api_tls_key) {
+                (Some(cert), Some(key)) => Some((
+                    read_pem(
+                        cert,
+                        "--pusher-api-tls-cert / OCCUPANCY_PUSHER_API_TLS_CERT",
+                        "CERTIFICATE",
+                    )?,
+                    SecretBytes(read_pem(
+                        key,
+                        "--pusher-api-tls-key / OCCUPANCY_PUSHER_API_TLS_KEY",
+                        "PRIVATE KEY",
+                    )?),
+                )),
+                _ => None,
+            },
+        )
     }
 }
 
 impl Cli {
-    /// The one app of the single-app flags.
     /// The single app of the flags, checked exactly as an `[[app]]` of an apps file is.
     fn single_app(&self) -> Result<AppConfig, ConfigError> {
         let raw = RawApp {

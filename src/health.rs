@@ -111,7 +111,7 @@ async fn ping_all(apps: &Apps) -> Result<(), StoreError> {
 
 /// Up to a tenth of the interval, different in each process.
 fn jitter(interval: Duration) -> Duration {
-    let seed = std::process::id() as u64 ^ crate::store::now_ms();
+    let seed = std::process::id() as u64 ^ crate::clock::now_ms();
     interval.mul_f64((seed % 1000) as f64 / 10_000.0)
 }
 

@@ -37,6 +37,5 @@ mod pusher;
 mod pusher_api;
 mod reconcile;
 mod refusals;
-mod server;
 mod store;
 mod webhook;

@@ -26,8 +26,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::{App, Apps};
+use crate::clock::now_ms;
 use crate::pusher::ListingError;
-use crate::store::now_ms;
 
 /// How long after the first listing the second one is taken, before anything is removed.
 /// Pusher holds `channel_vacated` back for up to 3 s after the last subscriber leaves and sends

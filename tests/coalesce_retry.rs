@@ -1,4 +1,4 @@
-//! Coalescing keeps its promise when Pusher fails, against the real binary and the
+//! Coalescing keeps its promise when Pusher fails, against the service started in-process and the
 //! signature-checking stand-in: a held update whose send fails (503, 429) is sent again until
 //! Pusher recovers, a newer update replacing it meanwhile; held updates of one publish go out
 //! together, one call for up to 100 channels.
@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use occupancy::proto::{PublishIfOccupiedRequest, PublishIfOccupiedResponse};
-use support::{Behaviour, Occupancy, PusherStub, eventually};
+use support::{Behaviour, InProcess, PusherStub, eventually};
 use tonic::transport::Channel;
 
 async fn publish(
@@ -50,7 +50,7 @@ fn failing(status: StatusCode) -> Behaviour {
 #[tokio::test]
 async fn a_held_update_that_fails_is_sent_again_and_arrives_once_pusher_recovers() {
     let stub = PusherStub::start().await;
-    let gate = Occupancy::start(&["--pusher-api-url".into(), stub.url()]);
+    let gate = InProcess::start(&["--pusher-api-url".into(), stub.url()]).await;
     let (status, _) = gate.send_webhook(&[("channel_occupied", "job-r1")]).await;
     assert!(status.is_success());
     let mut client = OccupancyClient::new(gate.channel().await);
@@ -110,7 +110,7 @@ async fn a_held_update_that_fails_is_sent_again_and_arrives_once_pusher_recovers
 #[tokio::test]
 async fn held_updates_of_one_publish_go_out_in_one_call_of_up_to_100_channels() {
     let stub = PusherStub::start().await;
-    let gate = Occupancy::start(&["--pusher-api-url".into(), stub.url()]);
+    let gate = InProcess::start(&["--pusher-api-url".into(), stub.url()]).await;
     let channels: Vec<String> = (0..100).map(|i| format!("job-b{i}")).collect();
     for part in channels.chunks(50) {
         let events: Vec<(&str, &str)> = part

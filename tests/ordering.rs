@@ -1,4 +1,4 @@
-//! Webhooks ordered by `time_ms`, against the real binary and a real `redis-server` (or the
+//! Webhooks ordered by `time_ms`, against the service started in-process and a real `redis-server` (or the
 //! in-memory store): late, replayed and duplicated deliveries never undo a newer event, events
 //! outside the retention window change nothing, unusable channels are skipped and counted, and a
 //! randomised history delivered shuffled and concurrently to two replicas ends in the newest truth.
@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use serde_json::{Value, json};
-use support::{KEY, Occupancy, PusherStub, RedisServer, SECRET, StoreKind, now_ms, post_signed};
+use support::{InProcess, KEY, PusherStub, RedisServer, SECRET, StoreKind, now_ms, post_signed};
 use tonic::transport::Channel;
 
 const SET: &str = "pusher:channels";
@@ -22,7 +22,7 @@ const TIMES: &str = "{pusher:channels}:times";
 struct Env {
     redis: Option<RedisServer>,
     _stub: PusherStub,
-    service: Occupancy,
+    service: InProcess,
     gate: OccupancyClient<Channel>,
 }
 
@@ -35,7 +35,7 @@ impl Env {
             args.extend(["--redis-url".to_owned(), redis.url()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let service = Occupancy::start(&args);
+        let service = InProcess::start(&args).await;
         let gate = OccupancyClient::new(service.channel().await);
         Self {
             redis,
@@ -523,7 +523,7 @@ async fn deliver(scenario: &Scenario, urls: &[String], tasks: usize, seed: u64) 
     total
 }
 
-async fn check_property(redis: Option<&RedisServer>, services: &[&Occupancy]) {
+async fn check_property(redis: Option<&RedisServer>, services: &[&InProcess]) {
     let urls: Vec<String> = services.iter().map(|s| s.webhook_url()).collect();
     let mut gates = Vec::new();
     for service in services {
@@ -597,14 +597,14 @@ async fn shuffled_duplicated_concurrent_deliveries_to_two_replicas_end_in_the_ne
         "--pusher-api-url".to_owned(),
         stub.url(),
     ];
-    let one = Occupancy::start(&args);
-    let two = Occupancy::start(&args);
+    let one = InProcess::start(&args).await;
+    let two = InProcess::start(&args).await;
     check_property(Some(&redis), &[&one, &two]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shuffled_duplicated_concurrent_deliveries_to_memory_end_in_the_newest_truth() {
     let stub = PusherStub::start().await;
-    let one = Occupancy::start(&["--pusher-api-url".to_owned(), stub.url()]);
+    let one = InProcess::start(&["--pusher-api-url".to_owned(), stub.url()]).await;
     check_property(None, &[&one]).await;
 }

@@ -10,7 +10,7 @@ use occupancy::proto::PublishIfOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use support::{Occupancy, PusherStub, TestPki};
+use support::{InProcess, PusherStub, TestPki};
 use tokio::net::TcpListener;
 use tonic::Code;
 
@@ -49,7 +49,7 @@ async fn tls_front(pki: &TestPki, backend: std::net::SocketAddr) -> std::net::So
     addr
 }
 
-async fn publish(gate: &Occupancy) -> Result<Vec<String>, tonic::Status> {
+async fn publish(gate: &InProcess) -> Result<Vec<String>, tonic::Status> {
     gate.send_webhook(&[("channel_occupied", "tls-job")]).await;
     OccupancyClient::new(gate.channel().await)
         .publish_if_occupied(PublishIfOccupiedRequest {
@@ -69,19 +69,20 @@ async fn a_private_ca_is_trusted_only_when_given() {
     let front = tls_front(&pki, stub.addr).await;
     let api = format!("https://localhost:{}", front.port());
 
-    let untrusting = Occupancy::start(&["--pusher-api-url".into(), api.clone()]);
+    let untrusting = InProcess::start(&["--pusher-api-url".into(), api.clone()]).await;
     let status = publish(&untrusting)
         .await
         .expect_err("an unknown CA is refused");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(stub.calls().is_empty(), "nothing reached the server");
 
-    let trusting = Occupancy::start(&[
+    let trusting = InProcess::start(&[
         "--pusher-api-url".into(),
         api,
         "--pusher-ca".into(),
         pki.ca_cert.display().to_string(),
-    ]);
+    ])
+    .await;
     assert_eq!(publish(&trusting).await.expect("published"), ["tls-job"]);
     let calls = stub.calls();
     assert_eq!(calls.len(), 1);

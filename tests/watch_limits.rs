@@ -1,4 +1,4 @@
-//! `WatchOccupancy` under load, against the real binary: streams past `--max-watch-streams` are
+//! `WatchOccupancy` under load, against the service started in-process: streams past `--max-watch-streams` are
 //! answered `RESOURCE_EXHAUSTED`, a large snapshot arrives whole in pieces to a reader that
 //! reads, and a reader that never reads does not hold its copy of the set: its stream is ended
 //! with `RESOURCE_EXHAUSTED` once a piece has waited for it too long.
@@ -10,10 +10,10 @@ use std::time::Duration;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use occupancy::proto::watch_occupancy_response::Kind;
 use occupancy::proto::{WatchOccupancyRequest, WatchOccupancyResponse};
-use support::{Occupancy, PusherStub, eventually};
+use support::{InProcess, PusherStub, eventually};
 use tonic::{Code, Streaming};
 
-async fn watch(gate: &Occupancy) -> Result<Streaming<WatchOccupancyResponse>, tonic::Status> {
+async fn watch(gate: &InProcess) -> Result<Streaming<WatchOccupancyResponse>, tonic::Status> {
     OccupancyClient::new(gate.channel().await)
         .watch_occupancy(WatchOccupancyRequest::default())
         .await
@@ -34,7 +34,7 @@ fn kind(message: &WatchOccupancyResponse) -> Kind {
 
 #[tokio::test]
 async fn streams_past_the_cap_are_refused_until_one_closes() {
-    let gate = Occupancy::start(&["--max-watch-streams".into(), "2".into()]);
+    let gate = InProcess::start(&["--max-watch-streams".into(), "2".into()]).await;
     let mut first = watch(&gate).await.expect("first stream");
     let mut second = watch(&gate).await.expect("second stream");
     assert_eq!(kind(&next(&mut first).await), Kind::Reset);
@@ -84,14 +84,15 @@ async fn a_large_snapshot_comes_in_pieces_and_a_reader_that_never_reads_is_let_g
         &names.iter().map(String::as_str).collect::<Vec<_>>(),
         Duration::ZERO,
     );
-    let gate = Occupancy::start(&[
+    let gate = InProcess::start(&[
         "--pusher-api-url".into(),
         stub.url(),
         "--pusher-timeout".into(),
         "15s".into(),
         "--reconcile-interval".into(),
         "60s".into(),
-    ]);
+    ])
+    .await;
     // The start-up reconciliation fills the memory store from the listing.
     eventually(Duration::from_secs(20), "the set is filled", || async {
         let mut stream = watch(&gate).await.expect("watch");

@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status};
 
 pub use self::coalesce::Coalescer;
 use self::coalesce::Decision;
+use self::request::Publish;
 use crate::apps::{App, Apps};
+use crate::channel::ChannelName;
 use crate::metrics::{count, metrics};
 use crate::proto::occupancy_server::Occupancy;
 use crate::proto::{
@@ -140,36 +142,11 @@ impl Occupancy for Gate {
         } = occupied;
         let skipped: Vec<String> = vacant.iter().map(ToString::to_string).collect();
 
-        // With coalescing, some occupied channels go out now and the others are held.
-        let (now, deferred, superseded) = match publish.coalesce {
-            None => (live, Vec::new(), 0),
-            Some(interval) => {
-                let decisions = self.coalescer.decide(
-                    app,
-                    &live,
-                    &publish.event,
-                    &publish.data,
-                    publish.socket_id.as_deref(),
-                    interval,
-                );
-                let mut now = Vec::new();
-                let mut deferred = Vec::new();
-                let mut superseded = 0u32;
-                for (channel, decision) in live.into_iter().zip(decisions) {
-                    match decision {
-                        Decision::Now => now.push(channel),
-                        Decision::Deferred {
-                            superseded: replaced,
-                        } => {
-                            superseded += u32::from(replaced);
-                            deferred.push(channel.to_string());
-                        }
-                    }
-                }
-                (now, deferred, superseded)
-            }
-        };
-
+        let Timing {
+            now,
+            deferred,
+            superseded,
+        } = self.time(app, live, &publish);
         if !now.is_empty() {
             app.publisher
                 .trigger(
@@ -184,27 +161,15 @@ impl Occupancy for Gate {
                     status::publish(err)
                 })?;
         }
-        let m = metrics();
-        for (outcome, n) in [
-            ("published", now.len() as u64),
-            ("skipped", skipped.len() as u64),
-            ("deferred", deferred.len() as u64),
-            ("superseded", u64::from(superseded)),
-        ] {
-            count(
-                &m.publish_channels,
-                &[("app", &app.id), ("outcome", outcome)],
-                n,
-            );
-        }
-        tracing::debug!(
-            app = %app.id,
-            event = %publish.event,
-            published = now.len(),
-            skipped = skipped.len(),
-            deferred = deferred.len(),
-            superseded,
-            "publish gated"
+        count_outcomes(
+            &app.id,
+            &publish.event,
+            [
+                ("published", now.len() as u64),
+                ("skipped", skipped.len() as u64),
+                ("deferred", deferred.len() as u64),
+                ("superseded", u64::from(superseded)),
+            ],
         );
         Ok(Response::new(PublishIfOccupiedResponse {
             published: now.into_iter().map(|c| c.to_string()).collect(),
@@ -230,4 +195,64 @@ impl Occupancy for Gate {
             self.shutdown.clone(),
         )))
     }
+}
+
+/// Which occupied channels of one publish go out now, and which the coalescer holds.
+struct Timing {
+    /// Published now.
+    now: Vec<ChannelName>,
+    /// Held by the coalescer, to go out at the end of their interval.
+    deferred: Vec<String>,
+    /// How many held updates this one replaced.
+    superseded: u32,
+}
+
+impl Gate {
+    /// Without coalescing every occupied channel goes out now; with it, the coalescer decides
+    /// per channel (see [`Coalescer::decide`]).
+    fn time(&self, app: &Arc<App>, live: Vec<ChannelName>, publish: &Publish) -> Timing {
+        let Some(interval) = publish.coalesce else {
+            return Timing {
+                now: live,
+                deferred: Vec::new(),
+                superseded: 0,
+            };
+        };
+        let decisions = self.coalescer.decide(
+            app,
+            &live,
+            &publish.event,
+            &publish.data,
+            publish.socket_id.as_deref(),
+            interval,
+        );
+        let mut timing = Timing {
+            now: Vec::new(),
+            deferred: Vec::new(),
+            superseded: 0,
+        };
+        for (channel, decision) in live.into_iter().zip(decisions) {
+            match decision {
+                Decision::Now => timing.now.push(channel),
+                Decision::Deferred { superseded } => {
+                    timing.superseded += u32::from(superseded);
+                    timing.deferred.push(channel.to_string());
+                }
+            }
+        }
+        timing
+    }
+}
+
+/// Counts what one gated publish did with its channels, by outcome.
+fn count_outcomes(app_id: &str, event: &str, outcomes: [(&str, u64); 4]) {
+    let m = metrics();
+    for (outcome, n) in outcomes {
+        count(
+            &m.publish_channels,
+            &[("app", app_id), ("outcome", outcome)],
+            n,
+        );
+    }
+    tracing::debug!(app = %app_id, event = %event, ?outcomes, "publish gated");
 }

@@ -4,7 +4,7 @@
 //! Each snapshot comes with its change stream from one call ([`crate::store::Store::subscribe`]),
 //! which subscribes to the feed before reading the set, so no change between the two is lost
 //! (one may be seen twice, which is harmless: changes are idempotent). A reader that falls more
-//! than [`WATCH_BUFFER`](crate::store::WATCH_BUFFER) batches behind is not buffered without bound:
+//! than the store's watch buffer (`WATCH_BUFFER`, 1,024 batches) behind is not buffered without bound:
 //! it is sent `KIND_RESET` and a fresh snapshot, as it is when the store's own feed restarted.
 //! Streams end on shutdown with `UNAVAILABLE`, so they never hold the drain.
 //!

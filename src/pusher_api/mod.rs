@@ -312,7 +312,7 @@ static REFUSALS_UNLOGGED: AtomicU64 = AtomicU64::new(0);
 /// answered with a one-line reason.
 fn refuse(endpoint: Endpoint, why: &'static str, status: StatusCode, reason: &str) -> Response {
     outcome(endpoint, why);
-    let now = crate::store::now_ms();
+    let now = crate::clock::now_ms();
     let last = LAST_REFUSAL_LOGGED.load(Ordering::Relaxed);
     if now.saturating_sub(last) >= 1000
         && LAST_REFUSAL_LOGGED

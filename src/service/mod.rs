@@ -16,10 +16,12 @@
 //! API listener → [`crate::pusher_api`] → the same store and policy as the gate → the same
 //! publisher.
 
+pub(crate) mod servers;
 mod tasks;
 
-pub(crate) use self::tasks::TaskSet;
-pub use crate::server::{ServeError, Shutdown};
+use self::servers::{Built, Listeners};
+use self::tasks::TaskSet;
+pub use self::tasks::{ServeError, Shutdown};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,11 +33,9 @@ use tokio_util::sync::CancellationToken;
 use crate::apps::{App, Apps};
 use crate::config::{Config, GrpcTls, StoreChoice};
 use crate::grpc_auth::BearerTokens;
-use crate::grpc_listener::{self, GrpcLimits};
-use crate::http_listener::HttpLimits;
+use crate::grpc_listener;
 use crate::pusher::{Publisher, PublisherConfig};
 use crate::pusher_api::{AppKeys, PusherApiSettings};
-use crate::server::{Listeners, Settings};
 use crate::store::{MemoryStore, RedisBackend, RedisStoreConfig, Store, StoreKeys};
 use crate::webhook::{WebhookKey, WebhookKeys};
 
@@ -153,8 +153,8 @@ impl Service {
                 Ok(())
             });
         }
-        let settings = settings(&config, stores.apps, pusher_api_tls)?;
-        let coalescer = crate::server::spawn(settings, listeners, shutdown, &mut tasks).await?;
+        let built = build(&config, stores.apps, pusher_api_tls)?;
+        let coalescer = servers::spawn(&config, built, listeners, shutdown, &mut tasks).await?;
         let finished = async {
             let result = tasks.join_all().await;
             // Held coalesced updates go out now rather than being lost.
@@ -227,7 +227,7 @@ fn build_stores(config: &Config) -> anyhow::Result<Stores> {
             })
         }
         StoreChoice::Redis { url, timeout, ca } => {
-            let backend = RedisBackend::new(&RedisStoreConfig {
+            let mut backend = RedisBackend::new(&RedisStoreConfig {
                 url: url.clone(),
                 timeout: *timeout,
                 ca: ca.clone(),
@@ -281,13 +281,13 @@ async fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
     })
 }
 
-/// What the servers need: each app with its store and Pusher client, the webhook keys, and
-/// the limits from `config`.
-fn settings(
+/// What the servers need beside `config`: each app with its store and Pusher client, and the
+/// keys, tokens and TLS settings in the form their checks use.
+fn build(
     config: &Config,
     stores: Vec<Store>,
     pusher_api_tls: Option<tokio_rustls::TlsAcceptor>,
-) -> Result<Settings, ServeError> {
+) -> Result<Built, ServeError> {
     let mut apps = Vec::new();
     let mut webhook_keys = Vec::new();
     for (index, (app, store)) in config.apps.iter().zip(stores).enumerate() {
@@ -312,26 +312,11 @@ fn settings(
         tracing::info!(app = %app.id, api = %app.api_url, "publishing through Pusher");
         apps.push(App::new(app.id.clone(), store, publisher));
     }
-    Ok(Settings {
+    Ok(Built {
         apps: Arc::new(Apps::new(apps)),
         webhook_keys: WebhookKeys::new(webhook_keys),
-        webhook_body_limit: config.webhook_body_limit,
-        webhook_body_timeout: config.http_body_timeout,
-        http_limits: HttpLimits {
-            header_timeout: config.http_header_timeout,
-            max_connections: config.http_max_connections,
-        },
-        store_down: config.store_down,
-        max_watch_streams: config.max_watch_streams,
-        health_interval: config.health_interval,
-        reconcile_interval: config.reconcile_interval,
         grpc_tokens: BearerTokens::new(&config.grpc_tokens),
         grpc_tls: config.grpc_tls.as_ref().map(server_tls),
-        webhook_buffer_budget: config.webhook_buffer_budget,
-        grpc_limits: GrpcLimits {
-            handshake_timeout: config.grpc_handshake_timeout,
-            max_connections: config.grpc_max_connections,
-        },
         pusher_api: config.pusher_api_addr.map(|_| PusherApiSettings {
             keys: config
                 .apps

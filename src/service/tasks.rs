@@ -4,14 +4,42 @@
 //! The rule is the one mini-redis follows for its connections: whoever starts a task owns its
 //! end. Here the first task to end, for whatever reason, ends them all (a server that stops
 //! alone would leave a half-working replica behind a balancer that still sends it work): it
-//! cancels the shared stop token, and every other task drains on that token.
+//! cancels the shared stop token, and every other task drains on that token. Beside the set:
+//! the two phases of a shutdown ([`Shutdown`]) and why serving stopped early ([`ServeError`]).
 
 use std::future::Future;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::ServeError;
+/// The two phases of a shutdown. Cancelling `stop` alone implies draining.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Health turns `NOT_SERVING`; everything else goes on (the balancer's grace period).
+    pub draining: CancellationToken,
+    /// The listeners stop accepting, requests in flight finish, streams end.
+    pub stop: CancellationToken,
+}
+
+/// Why serving stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("gRPC server")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The webhook or admin server failed.
+    #[error("webhook or admin server")]
+    Http(#[from] std::io::Error),
+    /// The reflection service could not be built from the descriptor sets.
+    #[error("reflection")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// An app's Pusher HTTP client could not be built (its TLS roots, say).
+    #[error("cannot set up the Pusher HTTP client")]
+    PusherClient(#[source] reqwest::Error),
+    /// A task panicked; the panic itself is in the log.
+    #[error("a service task panicked")]
+    Panicked,
+}
 
 /// Every task of a running service, each with a name for the report.
 pub(crate) struct TaskSet {

@@ -30,254 +30,156 @@
 //! once. One replica takes the reconcile lock and re-seeds Redis from Pusher's listing; it then
 //! publishes `r`, and every replica that kept its old copy reloads the repaired set.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::redis::{RedisBackend, StoreKeys};
-use super::{ChangeBatch, FeedEvent, WATCH_BUFFER, now_ms};
+use super::change::ChangeBatch;
+use super::connection::Connection;
+pub use super::copy::STALENESS_BOUND;
+use super::copy::{AppCache, Hold, Known};
+use super::error::StoreError;
+use super::keys::{StoreKeys, random_id};
+use super::scripts;
 
 /// How often each replica publishes a heartbeat on every app's feed.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// The local copy answers only while this replica's own heartbeat was heard within this long.
-pub const STALENESS_BOUND: Duration = Duration::from_millis(1500);
-
-/// How long a copy kept through a data loss is used without a repair (reconciliation off, or
-/// Pusher unreachable): past Pusher's five minutes of retries, every missed event has been
-/// delivered again or is lost for good.
-const HOLD_LIMIT: Duration = Duration::from_secs(10 * 60);
-
-/// The local copy of one app's set.
+/// What the stores of one deployment ask of its feed and of reconciliation, shared by them all.
 #[derive(Debug, Default)]
-struct Copy {
-    /// What Redis holds, as the feed reported it.
-    live: HashSet<Box<str>>,
-    /// What the copy held when Redis lost its data, minus channels vacated since, kept until
-    /// the set is repaired from Pusher's listing; and when it was taken (ms since the epoch).
-    held: Option<(HashSet<Box<str>>, u64)>,
+pub(super) struct Signals {
+    /// Notified when a reconciliation is wanted at once (data lost, or the feed broke).
+    repair: Arc<Notify>,
+    /// Notified when a read finds Redis answering while the feed is down.
+    feed_wake: Notify,
 }
 
-/// What this replica last learned from Redis about one app's data.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Known {
-    /// The data's epoch (the marker's value); `None` before the first contact.
-    pub(super) epoch: Option<String>,
-    /// The server's run id; empty when unknown (INFO denied).
-    pub(super) run_id: String,
+impl Signals {
+    /// Asks for a reconciliation at once (see [`super::Store::repair_wanted`]).
+    pub(super) fn want_repair(&self) {
+        self.repair.notify_one();
+    }
+
+    /// What reconciliation waits on for [`Self::want_repair`].
+    pub(super) fn repair_requests(&self) -> Arc<Notify> {
+        self.repair.clone()
+    }
+
+    /// Tells a feed waiting out its backoff that Redis answers again.
+    pub(super) fn wake_feed(&self) {
+        self.feed_wake.notify_one();
+    }
 }
 
-/// One app's local copy and its watchers.
+/// One app the feed follows: its keys and the copy the feed keeps.
 #[derive(Debug)]
-pub struct AppCache {
-    copy: RwLock<Copy>,
-    changes: broadcast::Sender<Arc<FeedEvent>>,
-    /// The highest change number applied, for writers waiting to read their own change.
-    seq: tokio::sync::watch::Sender<u64>,
-    /// When this replica last heard its own heartbeat on this app's feed, or reloaded the set
-    /// (ms since the epoch; 0 before the first reload).
-    heard_at_ms: AtomicU64,
-    known: Mutex<Known>,
+struct FollowedApp {
+    keys: StoreKeys,
+    cache: Arc<AppCache>,
 }
 
-impl Default for AppCache {
-    fn default() -> Self {
+/// This replica's view of one Redis deployment: every app's local copy, and the feed that keeps
+/// them current over the deployment's [`Connection`]. Built app by app before it runs; once it
+/// runs, the set of apps is fixed.
+#[derive(Debug)]
+pub(super) struct Replica {
+    connection: Connection,
+    apps: Vec<FollowedApp>,
+    signals: Arc<Signals>,
+    /// This replica's name on the feed: it counts only its own heartbeats as signs of life.
+    id: String,
+}
+
+impl Replica {
+    /// A replica following no app yet.
+    pub(super) fn new(connection: Connection) -> Self {
         Self {
-            copy: RwLock::default(),
-            changes: broadcast::channel(WATCH_BUFFER).0,
-            seq: tokio::sync::watch::channel(0).0,
-            heard_at_ms: AtomicU64::new(0),
-            known: Mutex::default(),
+            connection,
+            apps: Vec::new(),
+            signals: Arc::default(),
+            id: random_id(),
         }
     }
-}
 
-impl AppCache {
-    /// Whether `channel` is in the copy.
-    pub fn contains(&self, channel: &str) -> bool {
-        let copy = self.copy.read().unwrap_or_else(PoisonError::into_inner);
-        copy.live.contains(channel)
-            || copy
-                .held
-                .as_ref()
-                .is_some_and(|(held, _)| held.contains(channel))
+    /// Adds an app to follow, and gives its copy.
+    pub(super) fn follow(&mut self, keys: StoreKeys) -> Arc<AppCache> {
+        let cache = Arc::new(AppCache::default());
+        self.apps.push(FollowedApp {
+            keys,
+            cache: cache.clone(),
+        });
+        cache
     }
 
-    /// Every channel in the copy.
-    pub fn members(&self) -> Vec<String> {
-        let copy = self.copy.read().unwrap_or_else(PoisonError::into_inner);
-        let mut members: Vec<String> = copy.live.iter().map(|c| c.to_string()).collect();
-        if let Some((held, _)) = &copy.held {
-            members.extend(
-                held.iter()
-                    .filter(|c| !copy.live.contains(&***c))
-                    .map(|c| c.to_string()),
-            );
-        }
-        members
+    /// The requests every app's store may make of the feed and of reconciliation.
+    pub(super) fn signals(&self) -> Arc<Signals> {
+        self.signals.clone()
     }
 
-    /// Whether the copy may answer: this replica heard its own heartbeat lately.
-    pub fn is_fresh(&self) -> bool {
-        let heard = self.heard_at_ms.load(Ordering::Acquire);
-        heard != 0 && now_ms().saturating_sub(heard) <= STALENESS_BOUND.as_millis() as u64
+    /// The check script (see `lua/check.lua`) for one app, as this replica knows its data.
+    fn check_invocation(
+        &self,
+        keys: &StoreKeys,
+        known: &Known,
+        mode: &str,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = scripts::CHECK.prepare_invoke();
+        invocation
+            .key(&keys.set)
+            .key(&keys.seq)
+            .key(&keys.epoch)
+            .key(&keys.repaired)
+            .arg(mode)
+            .arg(known.epoch.as_deref().unwrap_or(""))
+            .arg(&known.run_id)
+            .arg(random_id())
+            .arg(&keys.feed)
+            .arg(&self.id);
+        invocation
     }
 
-    /// Waits up to `limit` until change `seq` has been applied; false if it was not in time.
-    pub async fn wait_for(&self, seq: u64, limit: Duration) -> bool {
-        let mut applied = self.seq.subscribe();
-        tokio::time::timeout(limit, applied.wait_for(|&at| at >= seq))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
-    /// A receiver of every later change.
-    pub fn watch(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
-        self.changes.subscribe()
-    }
-
-    pub(super) fn known(&self) -> Known {
-        self.known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn learn(&self, epoch: String, run_id: String) {
-        *self.known.lock().unwrap_or_else(PoisonError::into_inner) = Known {
-            epoch: Some(epoch),
+    /// Reads one app's set with its change number and data epoch, in one atomic step.
+    async fn check(&self, keys: &StoreKeys, known: &Known) -> Result<Snapshot, StoreError> {
+        let invocation = self.check_invocation(keys, known, "reload");
+        let (epoch, run_id, seq, repaired, members): (String, String, u64, u64, Vec<String>) = self
+            .connection
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(Snapshot {
+            epoch,
             run_id,
-        };
+            seq,
+            repaired: repaired == 1,
+            members,
+        })
     }
 
-    fn heard(&self) {
-        self.heard_at_ms.store(now_ms(), Ordering::Release);
-    }
-
-    fn lost(&self) {
-        self.heard_at_ms.store(0, Ordering::Release);
-    }
-
-    fn silent_for(&self) -> Duration {
-        let heard = self.heard_at_ms.load(Ordering::Acquire);
-        Duration::from_millis(now_ms().saturating_sub(heard))
-    }
-
-    fn holds_old_copy(&self) -> bool {
-        self.copy
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .held
-            .is_some()
-    }
-
-    /// Applies a batch that names each channel once (see [`ChangeBatch::of`]), so the order of
-    /// its lists does not matter, and tells watchers.
-    fn apply(&self, batch: ChangeBatch, seq: Option<u64>) {
-        {
-            let mut copy = self.copy.write().unwrap_or_else(PoisonError::into_inner);
-            for channel in &batch.occupied {
-                copy.live.insert(channel.as_str().into());
-            }
-            for channel in &batch.vacated {
-                copy.live.remove(channel.as_str());
-                if let Some((held, _)) = &mut copy.held {
-                    held.remove(channel.as_str());
-                }
-            }
-        }
-        if let Some(seq) = seq {
-            self.seq.send_if_modified(|at| {
-                let newer = seq > *at;
-                *at = (*at).max(seq);
-                newer
-            });
-        }
-        if !batch.is_empty() {
-            let _ = self.changes.send(Arc::new(FeedEvent::Changes(batch)));
+    /// Checks one app's data and publishes this replica's heartbeat on its feed; a failure only
+    /// means the heartbeat will not be heard, and the copy will stop answering.
+    async fn heartbeat(&self, keys: &StoreKeys, known: &Known) {
+        let invocation = self.check_invocation(keys, known, "beat");
+        let result: Result<(String, String, u64, u64), StoreError> = self
+            .connection
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await;
+        if let Err(err) = result {
+            tracing::debug!(error = ?err, set = %keys.set, "cannot publish the feed heartbeat");
         }
     }
-
-    /// Replaces the copy with `members`, read with change number `seq`, and tells watchers to
-    /// start over. `hold` decides what becomes of the copy kept through a data loss.
-    fn replace(&self, members: Vec<String>, seq: u64, hold: Hold) {
-        let fresh: HashSet<Box<str>> = members.into_iter().map(String::into_boxed_str).collect();
-        {
-            let mut copy = self.copy.write().unwrap_or_else(PoisonError::into_inner);
-            let old = std::mem::replace(&mut copy.live, fresh);
-            match hold {
-                Hold::Start => {
-                    let mut held = copy.held.take().map(|(held, _)| held).unwrap_or_default();
-                    held.extend(old);
-                    copy.held = Some((held, now_ms()));
-                }
-                Hold::Drop => copy.held = None,
-                Hold::Keep => {}
-            }
-        }
-        self.seq.send_replace(seq);
-        self.heard();
-        self.reset_watchers();
-    }
-
-    /// Drops a copy kept through a data loss for longer than [`HOLD_LIMIT`].
-    fn expire_held(&self) {
-        let mut copy = self.copy.write().unwrap_or_else(PoisonError::into_inner);
-        if copy.held.as_ref().is_some_and(|(_, since)| {
-            now_ms().saturating_sub(*since) > HOLD_LIMIT.as_millis() as u64
-        }) {
-            tracing::warn!(
-                "the set was not repaired within {HOLD_LIMIT:?} of a data loss: dropping the copy \
-                 kept from before it"
-            );
-            copy.held = None;
-            drop(copy);
-            self.reset_watchers();
-        }
-    }
-
-    /// Tells watchers that changes may have been missed.
-    fn reset_watchers(&self) {
-        let _ = self.changes.send(Arc::new(FeedEvent::Reset));
-    }
-}
-
-/// What a reload does with a copy kept through a data loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hold {
-    /// Data was lost: keep what the copy held until the set is repaired.
-    Start,
-    /// The set was repaired: drop it.
-    Drop,
-    /// Keep it as it is (none, or a repair still to come).
-    Keep,
 }
 
 /// One app's set and change number as one check script read them.
 #[derive(Debug)]
-pub(super) struct Snapshot {
-    pub(super) epoch: String,
-    pub(super) run_id: String,
-    pub(super) seq: u64,
+struct Snapshot {
+    epoch: String,
+    run_id: String,
+    seq: u64,
     /// Whether the set was repaired from Pusher's listing since the data's epoch began.
-    pub(super) repaired: bool,
-    pub(super) members: Vec<String>,
-}
-
-/// A random id: this replica's name on the feed, or a new data epoch.
-pub(super) fn random_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(now_ms());
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:016x}", hasher.finish())
+    repaired: bool,
+    members: Vec<String>,
 }
 
 /// Why the feed had to be re-established.
@@ -288,9 +190,9 @@ enum FeedError {
     #[error("subscribing timed out")]
     SubscribeTimeout,
     #[error("cannot reach a node to follow the feed on")]
-    Connect(#[source] super::StoreError),
+    Connect(#[source] StoreError),
     #[error("cannot reload the set")]
-    Reload(#[source] super::StoreError),
+    Reload(#[source] StoreError),
     #[error("the subscription closed")]
     Closed,
     #[error("own heartbeat not heard for {0:?}")]
@@ -324,41 +226,44 @@ impl Resync {
     }
 }
 
-/// Follows the feed until `shutdown`, re-establishing it with backoff after any break.
-pub async fn run(backend: RedisBackend, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    let mut was_up = false;
-    let mut ever_up = false;
-    loop {
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = follow(&backend, &mut was_up, &mut ever_up, &mut backoff) => result,
-        };
-        crate::metrics::metrics().feed_up.set(0);
-        // Reads go to Redis until the feed is back (see `RedisStore::occupied` for how an
-        // emptied Redis is not believed meanwhile), and watchers start over.
-        for (_, cache) in backend.feeds() {
-            cache.lost();
-        }
-        if was_up {
-            let m = crate::metrics::metrics();
-            m.feed_breaks.inc();
-            m.feed_node.clear();
-            for (_, cache) in backend.feeds() {
-                cache.reset_watchers();
+impl Replica {
+    /// Follows the feed until `shutdown`, re-establishing it with backoff after any break.
+    pub(super) async fn run(self, shutdown: CancellationToken) {
+        let replica = &self;
+        let mut backoff = Duration::from_millis(100);
+        let mut was_up = false;
+        let mut ever_up = false;
+        loop {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = follow(replica, &mut was_up, &mut ever_up, &mut backoff) => result,
+            };
+            crate::metrics::metrics().feed_up.set(0);
+            // Reads go to Redis until the feed is back (see `RedisStore::occupied` for how an
+            // emptied Redis is not believed meanwhile), and watchers start over.
+            for app in &replica.apps {
+                app.cache.lost();
             }
-            tracing::warn!(error = ?result, "the change feed broke: re-establishing it");
-            was_up = false;
-        } else {
-            tracing::debug!(error = ?result, "the change feed is not established yet");
+            if was_up {
+                let m = crate::metrics::metrics();
+                m.feed_breaks.inc();
+                m.feed_node.clear();
+                for app in &replica.apps {
+                    app.cache.reset_watchers();
+                }
+                tracing::warn!(error = ?result, "the change feed broke: re-establishing it");
+                was_up = false;
+            } else {
+                tracing::debug!(error = ?result, "the change feed is not established yet");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+                // A read found Redis answering again: no need to wait out the backoff.
+                _ = replica.signals.feed_wake.notified() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-            // A read found Redis answering again: no need to wait out the backoff.
-            _ = backend.feed_wake().notified() => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -375,13 +280,9 @@ struct Follower {
 
 impl Follower {
     /// Reads the set and its number again, noticing a data loss on the way.
-    async fn reload(
-        &mut self,
-        backend: &RedisBackend,
-        reason: Option<Resync>,
-    ) -> Result<(), FeedError> {
+    async fn reload(&mut self, replica: &Replica, reason: Option<Resync>) -> Result<(), FeedError> {
         let known = self.cache.known();
-        let snapshot = backend
+        let snapshot = replica
             .check(&self.keys, &known)
             .await
             .map_err(FeedError::Reload)?;
@@ -399,7 +300,7 @@ impl Follower {
                 "Redis lost this set's data (restarted empty, flushed or failed over): answering \
                  from the copy held before until the set is repaired from Pusher's listing"
             );
-            backend.want_repair();
+            replica.signals.want_repair();
             if snapshot.repaired {
                 Hold::Drop
             } else {
@@ -420,7 +321,7 @@ impl Follower {
     /// Handles one message from this app's feed.
     async fn handle(
         &mut self,
-        backend: &RedisBackend,
+        replica: &Replica,
         payload: &str,
         me: &str,
     ) -> Result<(), FeedError> {
@@ -438,20 +339,20 @@ impl Follower {
             let seq = seq.parse::<u64>().unwrap_or(0);
             let known = self.cache.known();
             if known.epoch.as_deref() != Some(epoch) {
-                return self.reload(backend, Some(Resync::Epoch)).await;
+                return self.reload(replica, Some(Resync::Epoch)).await;
             }
             if seq > self.at {
-                return self.reload(backend, Some(Resync::Gap)).await;
+                return self.reload(replica, Some(Resync::Gap)).await;
             }
             if seq < self.at {
-                return self.reload(backend, Some(Resync::Regression)).await;
+                return self.reload(replica, Some(Resync::Regression)).await;
             }
             self.confirmed = true;
             return Ok(());
         }
         if payload == "r" {
             if self.cache.holds_old_copy() {
-                return self.reload(backend, Some(Resync::Repaired)).await;
+                return self.reload(replica, Some(Resync::Repaired)).await;
             }
             return Ok(());
         }
@@ -466,13 +367,13 @@ impl Follower {
         if let Some(seq) = seq {
             if seq <= self.at {
                 if self.confirmed {
-                    return self.reload(backend, Some(Resync::Regression)).await;
+                    return self.reload(replica, Some(Resync::Regression)).await;
                 }
                 // Published before the reload read the set: already in the copy.
                 return Ok(());
             }
             if seq > self.at + 1 {
-                return self.reload(backend, Some(Resync::Gap)).await;
+                return self.reload(replica, Some(Resync::Gap)).await;
             }
             self.at = seq;
         }
@@ -487,17 +388,17 @@ impl Follower {
 }
 
 async fn follow(
-    backend: &RedisBackend,
+    replica: &Replica,
     was_up: &mut bool,
     ever_up: &mut bool,
     backoff: &mut Duration,
 ) -> Result<(), FeedError> {
-    let mut followers: Vec<Follower> = backend
-        .feeds()
-        .into_iter()
-        .map(|(keys, cache)| Follower {
-            keys,
-            cache,
+    let mut followers: Vec<Follower> = replica
+        .apps
+        .iter()
+        .map(|app| Follower {
+            keys: app.keys.clone(),
+            cache: app.cache.clone(),
             at: 0,
             confirmed: false,
         })
@@ -508,21 +409,28 @@ async fn follow(
         return Ok(());
     }
     // The current primary (a failover moves it), or the next node of a cluster.
-    let (node, client) = backend.feed_node().await.map_err(FeedError::Connect)?;
-    let pubsub = match tokio::time::timeout(backend.timeout(), client.get_async_pubsub()).await {
-        Ok(Ok(pubsub)) => pubsub,
-        Ok(Err(err)) => {
-            backend.note_failure(&err);
-            return Err(FeedError::Subscribe(err));
-        }
-        Err(_) => {
-            backend.note_failure(&super::connect::timed_out());
-            return Err(FeedError::SubscribeTimeout);
-        }
-    };
+    let (node, client) = replica
+        .connection
+        .feed_node()
+        .await
+        .map_err(FeedError::Connect)?;
+    let pubsub =
+        match tokio::time::timeout(replica.connection.timeout(), client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(err)) => {
+                replica.connection.note_failure(&err);
+                return Err(FeedError::Subscribe(err));
+            }
+            Err(_) => {
+                replica
+                    .connection
+                    .note_failure(&super::connect::timed_out());
+                return Err(FeedError::SubscribeTimeout);
+            }
+        };
     let (mut sink, mut stream) = pubsub.split();
     let names: Vec<&str> = followers.iter().map(|f| f.keys.feed.as_str()).collect();
-    tokio::time::timeout(backend.timeout(), sink.subscribe(&names))
+    tokio::time::timeout(replica.connection.timeout(), sink.subscribe(&names))
         .await
         .map_err(|_| FeedError::SubscribeTimeout)?
         .map_err(FeedError::Subscribe)?;
@@ -530,11 +438,11 @@ async fn follow(
     // a number the reload already covers, and is skipped.
     let reason = ever_up.then_some(Resync::Reconnect);
     for follower in &mut followers {
-        follower.reload(backend, reason).await?;
+        follower.reload(replica, reason).await?;
     }
     if *ever_up {
         // Changes may have been missed while the feed was down, in Redis too if it lost them.
-        backend.want_repair();
+        replica.signals.want_repair();
     }
     crate::metrics::metrics().feed_up.set(1);
     if !*was_up {
@@ -554,7 +462,7 @@ async fn follow(
     *ever_up = true;
     *backoff = Duration::from_millis(100);
 
-    let me = backend.replica_id().to_owned();
+    let me = replica.id.clone();
     let mut ticker = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
@@ -563,7 +471,7 @@ async fn follow(
                 let Ok(payload) = message.get_payload::<String>() else { continue };
                 let channel = message.get_channel_name();
                 if let Some(follower) = followers.iter_mut().find(|f| f.keys.feed == channel) {
-                    follower.handle(backend, &payload, &me).await?;
+                    follower.handle(replica, &payload, &me).await?;
                 }
             }
             _ = ticker.tick() => {
@@ -575,37 +483,9 @@ async fn follow(
                     follower.cache.expire_held();
                 }
                 for follower in &followers {
-                    backend.heartbeat(&follower.keys, &follower.cache.known()).await;
+                    replica.heartbeat(&follower.keys, &follower.cache.known()).await;
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_held_copy_answers_until_dropped_and_follows_vacated() {
-        let cache = AppCache::default();
-        cache.replace(vec!["a".into(), "b".into()], 3, Hold::Keep);
-        cache.replace(vec![], 0, Hold::Start);
-        assert!(cache.contains("a") && cache.contains("b"));
-        cache.apply(
-            ChangeBatch::from_states([("b", false), ("c", true)]),
-            Some(1),
-        );
-        assert!(cache.contains("a") && !cache.contains("b") && cache.contains("c"));
-        let mut members = cache.members();
-        members.sort();
-        assert_eq!(members, ["a", "c"]);
-        cache.replace(vec!["c".into()], 2, Hold::Drop);
-        assert_eq!(cache.members(), ["c"]);
-    }
-
-    #[test]
-    fn random_ids_differ() {
-        assert_ne!(random_id(), random_id());
     }
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::{
-    Applied, ChangeBatch, Event, FeedEvent, Occupancy, Repairs, StoreError, WATCH_BUFFER, now_ms,
-};
+use super::change::{Applied, ChangeBatch, Event, FeedEvent, Occupancy, Repairs, WATCH_BUFFER};
+use super::error::StoreError;
 use crate::channel::ChannelName;
+use crate::clock::now_ms;
 
 /// What is known of one channel: whether it is occupied, and the time of the last event applied.
 #[derive(Debug, Clone, Copy)]

@@ -36,7 +36,6 @@ use serde_json::json;
 
 pub use self::budget::{BodyBudget, MAX_BUDGET_BYTES, Reservation};
 pub use self::payload::Batch;
-pub use self::payload::MAX_FUTURE_MS;
 pub use self::signature::{WebhookKey, WebhookKeys, sign};
 use crate::apps::{App, Apps};
 use crate::metrics::{count, metrics};

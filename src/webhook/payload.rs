@@ -10,6 +10,7 @@
 use serde::Deserialize;
 
 use crate::channel::ChannelName;
+use crate::clock::MAX_FUTURE_MS;
 use crate::store::{Event, Occupancy};
 
 /// A webhook body, reduced to what the store needs.
@@ -47,12 +48,6 @@ struct RawEvent {
     #[serde(default)]
     channel: Option<serde_json::Value>,
 }
-
-/// How far ahead of this machine's clock a webhook's `time_ms` may be. Pusher's clock and ours
-/// differ by little (its request signing already insists on NTP-grade clocks); a stamp further
-/// ahead than this (a Pusher-compatible server whose clock runs fast) would make every real event
-/// for its channels stale until the real clock caught up, so it is pulled back to this bound.
-pub const MAX_FUTURE_MS: u64 = 60_000;
 
 impl Batch {
     /// Pulls a `time_ms` too far ahead of `now_ms` back to [`MAX_FUTURE_MS`] ahead, so a fast

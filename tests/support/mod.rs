@@ -22,6 +22,15 @@ pub const APP_ID: &str = "4242";
 pub const KEY: &str = "test-key";
 pub const SECRET: &str = "test-secret-do-not-log";
 
+/// A gRPC channel to the gate at `url`, for any generated client (gate, health, reflection).
+pub async fn channel_to(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(url.to_owned())
+        .expect("valid URL")
+        .connect()
+        .await
+        .expect("connect to the gate")
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -711,11 +720,7 @@ impl Occupancy {
 
     /// A gRPC channel to the gate, for any generated client (gate, health, reflection).
     pub async fn channel(&self) -> tonic::transport::Channel {
-        tonic::transport::Channel::from_shared(self.grpc_url())
-            .expect("valid URL")
-            .connect()
-            .await
-            .expect("connect to the gate")
+        channel_to(&self.grpc_url()).await
     }
 
     /// `http://host:port` of the admin listener (metrics and probes).
@@ -942,6 +947,11 @@ pub mod multi_app;
 
 /// The addresses a service started on port 0 writes with `--listen-addrs-file`.
 pub mod listen_addrs;
+
+/// The service started in the test's own process, for tests that need no process boundary.
+pub mod in_process;
+#[allow(unused_imports)]
+pub use in_process::InProcess;
 
 /// State read from the service's admin listener: `/metrics` samples and `/readyz`.
 pub mod state;

@@ -79,6 +79,10 @@ type OccupancyClient interface {
 	// feed between replicas) by sending KIND_RESET again: the client then drops
 	// its copy and is not synchronised until the next KIND_SYNCED. The stream
 	// ends with status UNAVAILABLE when the gate shuts down; reconnect.
+	// RESOURCE_EXHAUSTED, at the start, means the gate already serves its most
+	// streams (--max-watch-streams), and mid-snapshot that the snapshot was not
+	// read in time (a reader that stops reading holds no memory for long):
+	// reconnect with backoff, or to another replica, either way.
 	WatchOccupancy(ctx context.Context, in *WatchOccupancyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchOccupancyResponse], error)
 }
 
@@ -150,6 +154,10 @@ type OccupancyServer interface {
 	// feed between replicas) by sending KIND_RESET again: the client then drops
 	// its copy and is not synchronised until the next KIND_SYNCED. The stream
 	// ends with status UNAVAILABLE when the gate shuts down; reconnect.
+	// RESOURCE_EXHAUSTED, at the start, means the gate already serves its most
+	// streams (--max-watch-streams), and mid-snapshot that the snapshot was not
+	// read in time (a reader that stops reading holds no memory for long):
+	// reconnect with backoff, or to another replica, either way.
 	WatchOccupancy(*WatchOccupancyRequest, grpc.ServerStreamingServer[WatchOccupancyResponse]) error
 	mustEmbedUnimplementedOccupancyServer()
 }

@@ -65,6 +65,10 @@ module Occupancy
         # feed between replicas) by sending KIND_RESET again: the client then drops
         # its copy and is not synchronised until the next KIND_SYNCED. The stream
         # ends with status UNAVAILABLE when the gate shuts down; reconnect.
+        # RESOURCE_EXHAUSTED, at the start, means the gate already serves its most
+        # streams (--max-watch-streams), and mid-snapshot that the snapshot was not
+        # read in time (a reader that stops reading holds no memory for long):
+        # reconnect with backoff, or to another replica, either way.
         rpc :WatchOccupancy, ::Occupancy::V1::WatchOccupancyRequest, stream(::Occupancy::V1::WatchOccupancyResponse)
       end
 

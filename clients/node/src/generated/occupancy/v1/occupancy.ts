@@ -622,6 +622,10 @@ export const OccupancyService = {
    * feed between replicas) by sending KIND_RESET again: the client then drops
    * its copy and is not synchronised until the next KIND_SYNCED. The stream
    * ends with status UNAVAILABLE when the gate shuts down; reconnect.
+   * RESOURCE_EXHAUSTED, at the start, means the gate already serves its most
+   * streams (--max-watch-streams), and mid-snapshot that the snapshot was not
+   * read in time (a reader that stops reading holds no memory for long):
+   * reconnect with backoff, or to another replica, either way.
    */
   watchOccupancy: {
     path: "/occupancy.v1.Occupancy/WatchOccupancy" as const,
@@ -657,6 +661,10 @@ export interface OccupancyServer extends UntypedServiceImplementation {
    * feed between replicas) by sending KIND_RESET again: the client then drops
    * its copy and is not synchronised until the next KIND_SYNCED. The stream
    * ends with status UNAVAILABLE when the gate shuts down; reconnect.
+   * RESOURCE_EXHAUSTED, at the start, means the gate already serves its most
+   * streams (--max-watch-streams), and mid-snapshot that the snapshot was not
+   * read in time (a reader that stops reading holds no memory for long):
+   * reconnect with backoff, or to another replica, either way.
    */
   watchOccupancy: handleServerStreamingCall<WatchOccupancyRequest, WatchOccupancyResponse>;
 }
@@ -710,6 +718,10 @@ export interface OccupancyClient extends Client {
    * feed between replicas) by sending KIND_RESET again: the client then drops
    * its copy and is not synchronised until the next KIND_SYNCED. The stream
    * ends with status UNAVAILABLE when the gate shuts down; reconnect.
+   * RESOURCE_EXHAUSTED, at the start, means the gate already serves its most
+   * streams (--max-watch-streams), and mid-snapshot that the snapshot was not
+   * read in time (a reader that stops reading holds no memory for long):
+   * reconnect with backoff, or to another replica, either way.
    */
   watchOccupancy(
     request: WatchOccupancyRequest,

@@ -82,6 +82,10 @@ class OccupancyServicer(object):
         feed between replicas) by sending KIND_RESET again: the client then drops
         its copy and is not synchronised until the next KIND_SYNCED. The stream
         ends with status UNAVAILABLE when the gate shuts down; reconnect.
+        RESOURCE_EXHAUSTED, at the start, means the gate already serves its most
+        streams (--max-watch-streams), and mid-snapshot that the snapshot was not
+        read in time (a reader that stops reading holds no memory for long):
+        reconnect with backoff, or to another replica, either way.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
