@@ -117,13 +117,7 @@ impl InProcess {
         &self,
         events: &[(&str, &str)],
     ) -> (axum::http::StatusCode, serde_json::Value) {
-        super::post_signed(
-            &self.webhook_url(),
-            KEY,
-            SECRET,
-            &super::webhook_body(events),
-        )
-        .await
+        self.send_webhook_at(super::now_ms(), events).await
     }
 
     /// Posts `events` as one webhook created at `time_ms`, signed with the test app's key.
