@@ -42,6 +42,18 @@ pub struct HttpLimits {
     pub max_connections: usize,
 }
 
+/// hyper's HTTP/1.1 settings for one connection, the same with or without TLS: the header-read
+/// timeout and the head buffer bound are what keep a stranger's connection cheap.
+fn http1(limits: &HttpLimits) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    builder
+}
+
 /// Serves `router` on `listener` until `shutdown`, then waits for requests in flight.
 pub async fn serve(
     listener: TcpListener,
@@ -148,10 +160,7 @@ pub async fn serve_maybe_tls(
                         return;
                     }
                 };
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout)
-                    .keep_alive(true)
+                let connection = http1(&limits)
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
                 if let Err(err) = watcher.watch(connection).await {
                     tracing::debug!(%err, %peer, "TLS connection ended with an error");
@@ -160,15 +169,10 @@ pub async fn serve_maybe_tls(
             });
             continue;
         }
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .keep_alive(true)
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(router.clone()),
-            );
+        let connection = http1(&limits).serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

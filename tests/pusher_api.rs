@@ -551,6 +551,22 @@ async fn the_listener_serves_tls_when_given_a_certificate() {
         .send()
         .await;
     assert!(plain.is_err(), "{plain:?}");
+    // A head over the 16 KiB bound is answered 431 over TLS as over plain HTTP.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).unwrap()).unwrap();
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let oversized = tls
+        .get(format!(
+            "https://localhost:{}/apps/4242/channels",
+            gate.api.port()
+        ))
+        .header("x-filler", "y".repeat(20 * 1024))
+        .send()
+        .await
+        .expect("an answer to an oversized head");
+    assert_eq!(oversized.status().as_u16(), 431);
 }
 
 /// With the store down, the listener follows `--publish-when-store-down` as `PublishIfOccupied`

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::{App, Apps};
@@ -251,24 +251,38 @@ fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     }
 }
 
-/// The three listeners, bound before anything is served so a taken port fails start-up.
+/// Connections the kernel queues per listener before the accept loop takes them: 1024, capped by
+/// `net.core.somaxconn`. mio's and Rust's default of 128 overflowed under a burst of 800
+/// connections (tests/exhaustion.rs): the peers past it waited for SYN retries or were reset,
+/// where Pusher's webhook bursts and a fleet of SDK workers reconnecting at once should queue.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`], reusing the address as `TcpListener::bind` does.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The listeners, bound before anything is served so a taken port fails start-up.
 async fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
-    let grpc = TcpListener::bind(config.grpc_addr)
-        .await
+    let grpc = listen(config.grpc_addr)
         .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
-    let http = TcpListener::bind(config.http_addr)
-        .await
+    let http = listen(config.http_addr)
         .with_context(|| format!("cannot listen for webhooks on {}", config.http_addr))?;
-    let admin = TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen for metrics and probes on {}",
-                config.admin_addr
-            )
-        })?;
+    let admin = listen(config.admin_addr).with_context(|| {
+        format!(
+            "cannot listen for metrics and probes on {}",
+            config.admin_addr
+        )
+    })?;
     let pusher_api = match config.pusher_api_addr {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+        Some(addr) => Some(listen(addr).with_context(|| {
             format!("cannot listen for Pusher API requests (--pusher-api-addr) on {addr}")
         })?),
         None => None,
