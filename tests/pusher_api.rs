@@ -656,3 +656,106 @@ async fn a_body_over_the_listeners_limit_is_refused_while_reading() {
     assert!(answer.contains("(1000 bytes)"), "{answer}");
     assert!(gate.stub.calls().is_empty());
 }
+
+/// The stand-in behind every test checks signatures as Pusher does, so a test that finds its
+/// calls signed proves something: a wrong secret, a changed body, an old timestamp, another
+/// app and a `body_md5` on a GET (which the gate never sends) are each refused with 401.
+#[tokio::test]
+async fn the_pusher_stand_in_refuses_what_pusher_refuses() {
+    let stub = support::PusherStub::start().await;
+    let http = reqwest::Client::new();
+    let body = r#"{"name":"e","data":"x","channels":["c"]}"#;
+    let events = format!("/apps/{APP_ID}/events");
+    let channels = format!("/apps/{APP_ID}/channels");
+    let sign = |method: &str, path: &str, secret: &str, signed_body: &str, at: u64| {
+        encode(&occupancy::wire::sign_api_request_with(
+            Vec::new(),
+            KEY,
+            secret,
+            method,
+            path,
+            signed_body.as_bytes(),
+            at,
+        ))
+    };
+    // Signed over the MD5 of nothing, as the Python SDK signs a GET: Pusher takes it, the
+    // stand-in that checks the gate's own requests does not.
+    let md5_of_nothing = encode(&occupancy::wire::sign_api_request_with(
+        vec![("body_md5".into(), "d41d8cd98f00b204e9800998ecf8427e".into())],
+        KEY,
+        SECRET,
+        "GET",
+        &channels,
+        b"",
+        unix_now(),
+    ));
+    let cases = [
+        (
+            "signed",
+            "POST",
+            events.clone(),
+            sign("POST", &events, SECRET, body, unix_now()),
+            body,
+            200,
+        ),
+        (
+            "wrong secret",
+            "POST",
+            events.clone(),
+            sign("POST", &events, "other", body, unix_now()),
+            body,
+            401,
+        ),
+        (
+            "changed body",
+            "POST",
+            events.clone(),
+            sign("POST", &events, SECRET, body, unix_now()),
+            "{}",
+            401,
+        ),
+        (
+            "old timestamp",
+            "POST",
+            events.clone(),
+            sign("POST", &events, SECRET, body, unix_now() - 700),
+            body,
+            401,
+        ),
+        (
+            "another app",
+            "POST",
+            "/apps/1/events".to_owned(),
+            sign("POST", "/apps/1/events", SECRET, body, unix_now()),
+            body,
+            401,
+        ),
+        (
+            "listing",
+            "GET",
+            channels.clone(),
+            sign("GET", &channels, SECRET, "", unix_now()),
+            "",
+            200,
+        ),
+        (
+            "listing with body_md5",
+            "GET",
+            channels.clone(),
+            md5_of_nothing,
+            "",
+            401,
+        ),
+    ];
+    for (case, method, path, query, sent, expected) in cases {
+        let mut request = http.request(
+            method.parse().unwrap(),
+            format!("{}{path}?{query}", stub.url()),
+        );
+        if !sent.is_empty() {
+            request = request.body(sent);
+        }
+        let status = request.send().await.expect("the stand-in answers").status();
+        assert_eq!(status.as_u16(), expected, "{case}");
+    }
+}

@@ -169,6 +169,45 @@ impl Replica {
             tracing::debug!(error = ?err, set = %keys.set, "cannot publish the feed heartbeat");
         }
     }
+
+    /// Follows the feed until `shutdown`, re-establishing it with backoff after any break.
+    pub(super) async fn run(self, shutdown: CancellationToken) {
+        let replica = &self;
+        let mut backoff = Duration::from_millis(100);
+        let mut was_up = false;
+        let mut ever_up = false;
+        loop {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = follow(replica, &mut was_up, &mut ever_up, &mut backoff) => result,
+            };
+            crate::metrics::metrics().feed_up.set(0);
+            // Reads go to Redis until the feed is back (see `RedisStore::occupied` for how an
+            // emptied Redis is not believed meanwhile), and watchers start over.
+            for app in &replica.apps {
+                app.cache.lost();
+            }
+            if was_up {
+                let m = crate::metrics::metrics();
+                m.feed_breaks.inc();
+                m.feed_node.clear();
+                for app in &replica.apps {
+                    app.cache.reset_watchers();
+                }
+                tracing::warn!(error = ?result, "the change feed broke: re-establishing it");
+                was_up = false;
+            } else {
+                tracing::debug!(error = ?result, "the change feed is not established yet");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+                // A read found Redis answering again: no need to wait out the backoff.
+                _ = replica.signals.feed_wake.notified() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
 }
 
 /// One app's set and change number as one check script read them.
@@ -222,47 +261,6 @@ impl Resync {
             Self::Epoch => "epoch",
             Self::Repaired => "repaired",
             Self::Reconnect => "reconnect",
-        }
-    }
-}
-
-impl Replica {
-    /// Follows the feed until `shutdown`, re-establishing it with backoff after any break.
-    pub(super) async fn run(self, shutdown: CancellationToken) {
-        let replica = &self;
-        let mut backoff = Duration::from_millis(100);
-        let mut was_up = false;
-        let mut ever_up = false;
-        loop {
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                result = follow(replica, &mut was_up, &mut ever_up, &mut backoff) => result,
-            };
-            crate::metrics::metrics().feed_up.set(0);
-            // Reads go to Redis until the feed is back (see `RedisStore::occupied` for how an
-            // emptied Redis is not believed meanwhile), and watchers start over.
-            for app in &replica.apps {
-                app.cache.lost();
-            }
-            if was_up {
-                let m = crate::metrics::metrics();
-                m.feed_breaks.inc();
-                m.feed_node.clear();
-                for app in &replica.apps {
-                    app.cache.reset_watchers();
-                }
-                tracing::warn!(error = ?result, "the change feed broke: re-establishing it");
-                was_up = false;
-            } else {
-                tracing::debug!(error = ?result, "the change feed is not established yet");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-                // A read found Redis answering again: no need to wait out the backoff.
-                _ = replica.signals.feed_wake.notified() => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 }

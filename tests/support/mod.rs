@@ -15,7 +15,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use md5::Digest;
 use serde_json::{Value, json};
 
 pub const APP_ID: &str = "4242";
@@ -328,7 +327,7 @@ async fn list_channels(
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let path = format!("/apps/{app_id}/channels");
     let query = query.unwrap_or_default();
-    let verdict = verify_request("GET", &app_id, &path, &query, b"");
+    let verdict = verify_request("GET", &path, &query, b"");
     record_query(&state, "GET", &path, &query, &verdict, b"");
     if let Err(reason) = verdict {
         return (StatusCode::UNAUTHORIZED, reason).into_response();
@@ -358,7 +357,7 @@ async fn trigger(
     raw: Bytes,
 ) -> axum::response::Response {
     let path = format!("/apps/{app_id}/events");
-    let verdict = verify(&app_id, &path, query.as_deref().unwrap_or(""), &raw);
+    let verdict = verify(&path, query.as_deref().unwrap_or(""), &raw);
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let chosen = {
         let by_channel = state.by_channel.lock().unwrap();
@@ -463,7 +462,7 @@ async fn batch_trigger(
 ) -> axum::response::Response {
     let path = format!("/apps/{app_id}/batch_events");
     let query = query.unwrap_or_default();
-    let verdict = verify(&app_id, &path, &query, &raw);
+    let verdict = verify(&path, &query, &raw);
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let events: Vec<Value> = body["batch"].as_array().cloned().unwrap_or_default();
     let chosen = {
@@ -512,7 +511,7 @@ async fn channel_info(
 ) -> axum::response::Response {
     let path = format!("/apps/{app_id}/channels/{name}");
     let query = query.unwrap_or_default();
-    let verdict = verify_request("GET", &app_id, &path, &query, b"");
+    let verdict = verify_request("GET", &path, &query, b"");
     record_query(&state, "GET", &path, &query, &verdict, b"");
     if let Err(reason) = verdict {
         return (StatusCode::UNAUTHORIZED, reason).into_response();
@@ -529,7 +528,7 @@ async fn channel_users(
 ) -> axum::response::Response {
     let path = format!("/apps/{app_id}/channels/{name}/users");
     let query = query.unwrap_or_default();
-    let verdict = verify_request("GET", &app_id, &path, &query, b"");
+    let verdict = verify_request("GET", &path, &query, b"");
     record_query(&state, "GET", &path, &query, &verdict, b"");
     if let Err(reason) = verdict {
         return (StatusCode::UNAUTHORIZED, reason).into_response();
@@ -546,7 +545,7 @@ async fn terminate_connections(
 ) -> axum::response::Response {
     let path = format!("/apps/{app_id}/users/{user}/terminate_connections");
     let query = query.unwrap_or_default();
-    let verdict = verify_request("POST", &app_id, &path, &query, &raw);
+    let verdict = verify_request("POST", &path, &query, &raw);
     record_query(&state, "POST", &path, &query, &verdict, &raw);
     if let Err(reason) = verdict {
         return (StatusCode::UNAUTHORIZED, reason).into_response();
@@ -554,63 +553,28 @@ async fn terminate_connections(
     axum::Json(json!({})).into_response()
 }
 
-/// Pusher's checks on a signed request.
-fn verify(app_id: &str, path: &str, query: &str, body: &[u8]) -> Result<(), String> {
-    verify_request("POST", app_id, path, query, body)
+/// Pusher's checks on a signed POST.
+fn verify(path: &str, query: &str, body: &[u8]) -> Result<(), String> {
+    verify_request("POST", path, query, body)
 }
 
-/// Pusher's checks on a signed request of any method (a GET has no body and no `body_md5`).
-fn verify_request(
-    method: &str,
-    app_id: &str,
-    path: &str,
-    query: &str,
-    body: &[u8],
-) -> Result<(), String> {
-    if app_id != APP_ID {
-        return Err(format!("unknown app {app_id}"));
-    }
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .ok_or(format!("missing {name}"))
+/// Pusher's checks on a request to this stand-in's app. A `body_md5` on a GET is refused: the
+/// gate's own signer never sends one, and this stand-in checks the gate's requests.
+fn verify_request(method: &str, path: &str, query: &str, body: &[u8]) -> Result<(), String> {
+    let app = pusher_check::Credentials {
+        app_id: APP_ID,
+        key: KEY,
+        secret: SECRET,
     };
-    if get("auth_key")? != KEY {
-        return Err("unknown auth_key".into());
-    }
-    if get("auth_version")? != "1.0" {
-        return Err("auth_version must be 1.0".into());
-    }
-    let timestamp: u64 = get("auth_timestamp")?
-        .parse()
-        .map_err(|_| "bad auth_timestamp")?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    if now.abs_diff(timestamp) > 600 {
-        return Err("auth_timestamp more than 600 s off".into());
-    }
-    if body.is_empty() {
-        if get("body_md5").is_ok() {
-            return Err("body_md5 given for an empty body".into());
-        }
-    } else if get("body_md5")? != hex::encode(md5::Md5::digest(body)) {
-        return Err("body_md5 does not match the body".into());
-    }
-    let expected = occupancy::wire::sign_api_request(
-        SECRET,
-        &occupancy::wire::string_to_sign(method, path, &params),
-    );
-    if get("auth_signature")? != expected {
-        return Err("invalid auth_signature".into());
-    }
-    Ok(())
+    let params = pusher_check::params_of(query);
+    pusher_check::verify(
+        app,
+        method,
+        path,
+        &params,
+        body,
+        pusher_check::EmptyBodyMd5::Refused,
+    )
 }
 
 /// Which store the binary runs on.
@@ -941,6 +905,9 @@ impl RedisServer {
         self.child.as_ref().map(Child::id)
     }
 }
+
+/// Pusher's checks on a signed API request, shared by every stand-in.
+pub mod pusher_check;
 
 /// A Pusher stand-in serving several apps, each with its own credentials.
 pub mod multi_app;

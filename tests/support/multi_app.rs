@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -13,8 +12,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use md5::Digest;
 use serde_json::Value;
+
+use super::pusher_check::{Credentials, EmptyBodyMd5, params_of, verify};
 
 /// One trigger request the stand-in received.
 #[derive(Debug, Clone)]
@@ -86,13 +86,7 @@ impl MultiAppStub {
     }
 }
 
-fn params_of(query: Option<&str>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-/// Pusher's checks of a request signed as app `app_id` (`body_md5` only for a non-empty body).
+/// Pusher's checks of a request signed as app `app_id`, with that app's credentials.
 fn signed_by_app(
     state: &State_,
     method: &str,
@@ -101,40 +95,17 @@ fn signed_by_app(
     params: &[(String, String)],
     body: &[u8],
 ) -> bool {
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let md5_ok = if body.is_empty() {
-        get("body_md5").is_none()
-    } else {
-        get("body_md5") == Some(hex::encode(md5::Md5::digest(body)).as_str())
-    };
     state
         .apps
         .iter()
         .find(|(id, _, _)| id == app_id)
-        .is_some_and(|(_, key, secret)| {
-            get("auth_key") == Some(key.as_str())
-                && get("auth_version") == Some("1.0")
-                && get("auth_timestamp")
-                    .and_then(|t| t.parse::<u64>().ok())
-                    .is_some_and(|t| t.abs_diff(now) <= 600)
-                && md5_ok
-                && get("auth_signature")
-                    == Some(
-                        occupancy::wire::sign_api_request(
-                            secret,
-                            &occupancy::wire::string_to_sign(method, path, params),
-                        )
-                        .as_str(),
-                    )
+        .is_some_and(|(app_id, key, secret)| {
+            let app = Credentials {
+                app_id,
+                key,
+                secret,
+            };
+            verify(app, method, path, params, body, EmptyBodyMd5::Refused).is_ok()
         })
 }
 
@@ -144,7 +115,7 @@ async fn list_channels(
     RawQuery(query): RawQuery,
 ) -> Response {
     let path = format!("/apps/{app_id}/channels");
-    let params = params_of(query.as_deref());
+    let params = params_of(query.as_deref().unwrap_or(""));
     let valid = signed_by_app(&state, "GET", &app_id, &path, &params, b"");
     let mut listings = state.listings.lock().unwrap();
     listings.1.push((app_id.clone(), valid));
@@ -167,7 +138,7 @@ async fn trigger(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> (StatusCode, String) {
-    let params = params_of(query.as_deref());
+    let params = params_of(query.as_deref().unwrap_or(""));
     let path = format!("/apps/{app_id}/events");
     let valid = signed_by_app(&state, "POST", &app_id, &path, &params, &body);
     let auth_key = params

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,9 +24,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use md5::Digest;
 use serde_json::{Value, json};
 
+use crate::support::pusher_check::{self, EmptyBodyMd5};
 use crate::support::{APP_ID, KEY, SECRET};
 
 /// What the stand-in answers for `subscription_count` in `info`: not 0, so an answer from
@@ -139,9 +139,7 @@ fn receive(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Value, String> {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let params = pusher_check::params_of(query.unwrap_or(""));
     let verdict = verify(method, &path, &params, body);
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     const AUTH: [&str; 5] = [
@@ -180,49 +178,12 @@ fn verify(
     params: &[(String, String)],
     body: &[u8],
 ) -> Result<(), String> {
-    let app_id = path.split('/').nth(2).unwrap_or("");
-    if app_id != APP_ID {
-        return Err(format!("Unknown app_id {app_id}"));
-    }
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .ok_or(format!("Missing {name}"))
+    let app = pusher_check::Credentials {
+        app_id: APP_ID,
+        key: KEY,
+        secret: SECRET,
     };
-    if get("auth_key")? != KEY {
-        return Err("Unknown auth_key".into());
-    }
-    if get("auth_version")? != "1.0" {
-        return Err("auth_version must be 1.0".into());
-    }
-    let timestamp: u64 = get("auth_timestamp")?
-        .parse()
-        .map_err(|_| "Invalid auth_timestamp")?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    if now.abs_diff(timestamp) > 600 {
-        return Err(format!(
-            "Timestamp expired: Given timestamp ({timestamp}) not within 600s of server time ({now})"
-        ));
-    }
-    let md5 = hex::encode(md5::Md5::digest(body));
-    match get("body_md5") {
-        Ok(given) if given != md5 => return Err("body_md5 does not match the body".into()),
-        Err(missing) if !body.is_empty() => return Err(missing),
-        _ => {}
-    }
-    let expected = occupancy::wire::sign_api_request(
-        SECRET,
-        &occupancy::wire::string_to_sign(method, path, params),
-    );
-    if get("auth_signature")? != expected {
-        return Err("Invalid signature: you should have sent HmacSHA256Hex(...)".into());
-    }
-    Ok(())
+    pusher_check::verify(app, method, path, params, body, EmptyBodyMd5::Accepted)
 }
 
 /// The behaviour set for the first of `channels` that has one.
