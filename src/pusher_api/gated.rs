@@ -12,24 +12,30 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::events::{self, BATCH_CHUNK, BodyError, Channel, Event, Fields};
-use super::{Endpoint, PusherApiSettings, forward, json_answer, outcome, refuse};
+use super::{Endpoint, forward, json_answer, outcome, refuse};
 use crate::apps::App;
 use crate::channel::ChannelName;
 use crate::gate::{StoreDownPolicy, occupied_or_policy};
 use crate::metrics::{count, metrics};
 use crate::store::{Occupied, StoreError};
 
-/// `POST /apps/{id}/events`, verified.
-pub(super) async fn trigger(app: &App, body: &[u8], settings: &PusherApiSettings) -> Response {
+/// `POST /apps/{id}/events`, verified: events whose `data` is over `max_event_bytes` are
+/// refused, and while the store cannot be asked `store_down` decides.
+pub(super) async fn trigger(
+    app: &App,
+    body: &[u8],
+    max_event_bytes: usize,
+    store_down: StoreDownPolicy,
+) -> Response {
     let endpoint = Endpoint::Events;
     let event = match Fields::parse(body)
-        .and_then(|fields| events::event(fields, settings.max_event_bytes, false))
+        .and_then(|fields| events::event(fields, max_event_bytes, false))
     {
         Ok(event) => event,
         Err(err) => return bad_body(endpoint, &err),
     };
     let channels: Vec<&Channel> = event.channels.iter().collect();
-    let live = match decide(app, &channels, settings.store_down, endpoint).await {
+    let live = match decide(app, &channels, store_down, endpoint).await {
         Ok(live) => live,
         Err(response) => return response,
     };
@@ -90,10 +96,15 @@ pub(super) async fn trigger(app: &App, body: &[u8], settings: &PusherApiSettings
     }
 }
 
-/// `POST /apps/{id}/batch_events`, verified.
-pub(super) async fn batch(app: &App, body: &[u8], settings: &PusherApiSettings) -> Response {
+/// `POST /apps/{id}/batch_events`, verified, by the same rules as [`trigger`].
+pub(super) async fn batch(
+    app: &App,
+    body: &[u8],
+    max_event_bytes: usize,
+    store_down: StoreDownPolicy,
+) -> Response {
     let endpoint = Endpoint::BatchEvents;
-    let batch = match events::batch(body, settings.max_event_bytes) {
+    let batch = match events::batch(body, max_event_bytes) {
         Ok(batch) => batch,
         Err(err) => return bad_body(endpoint, &err),
     };
@@ -102,7 +113,7 @@ pub(super) async fn batch(app: &App, body: &[u8], settings: &PusherApiSettings) 
         .iter()
         .filter_map(|(_, event)| event.channels.first())
         .collect();
-    let live = match decide(app, &channels, settings.store_down, endpoint).await {
+    let live = match decide(app, &channels, store_down, endpoint).await {
         Ok(live) => live,
         Err(response) => return response,
     };

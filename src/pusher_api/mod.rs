@@ -55,42 +55,49 @@ pub struct AppKeys {
     pub keys: Vec<(String, SecretString)>,
 }
 
-/// Everything the listener needs besides the apps.
-pub struct PusherApiSettings {
+/// What is built for the listener at start-up: each app's credentials in the form the
+/// signature check uses, and the TLS acceptor. Its limits are read from the configuration.
+pub struct PusherApiAccess {
     /// Credentials per app.
     pub keys: Vec<AppKeys>,
-    /// Largest `data` of one event, in bytes.
-    pub max_event_bytes: usize,
-    /// How long a body may take to arrive.
-    pub body_timeout: Duration,
-    /// What to do while the store cannot be asked (as `PublishIfOccupied`).
-    pub store_down: StoreDownPolicy,
     /// TLS for the listener (none: plain HTTP).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-impl PusherApiSettings {
-    /// Largest body read: a full batch of [`MAX_BATCH_EVENTS`] events whose data is at the
-    /// limit and escaped at worst twice over, plus room for names and channels.
-    pub fn body_limit(&self) -> usize {
-        MAX_BATCH_EVENTS
-            .saturating_mul(self.max_event_bytes.saturating_mul(2))
-            .saturating_add(256 * 1024)
-    }
+/// Largest body read: a full batch of [`MAX_BATCH_EVENTS`] events whose data is at
+/// `max_event_bytes` and escaped at worst twice over, plus room for names and channels.
+fn body_limit(max_event_bytes: usize) -> usize {
+    MAX_BATCH_EVENTS
+        .saturating_mul(max_event_bytes.saturating_mul(2))
+        .saturating_add(256 * 1024)
 }
 
 struct ApiState {
     apps: Arc<Apps>,
-    settings: PusherApiSettings,
+    keys: Vec<AppKeys>,
     body_limit: usize,
+    body_timeout: Duration,
+    max_event_bytes: usize,
+    store_down: StoreDownPolicy,
 }
 
-/// The router answering Pusher's HTTP API for `apps`.
-pub fn router(apps: Arc<Apps>, settings: PusherApiSettings) -> Router {
+/// The router answering Pusher's HTTP API for `apps` with their `keys`: an event's `data` may
+/// be up to `max_event_bytes`, a body must arrive within `body_timeout`, and while the store
+/// cannot be asked `store_down` decides (as for `PublishIfOccupied`).
+pub fn router(
+    apps: Arc<Apps>,
+    keys: Vec<AppKeys>,
+    max_event_bytes: usize,
+    body_timeout: Duration,
+    store_down: StoreDownPolicy,
+) -> Router {
     let state = Arc::new(ApiState {
         apps,
-        body_limit: settings.body_limit(),
-        settings,
+        keys,
+        body_limit: body_limit(max_event_bytes),
+        body_timeout,
+        max_event_bytes,
+        store_down,
     });
     Router::new().fallback(handle).with_state(state)
 }
@@ -134,7 +141,7 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
     let Some((app_id, rest)) = path
         .strip_prefix("/apps/")
         .and_then(|r| r.split_once('/'))
-        .or_else(|| app_of_bare_users_path(&state.settings.keys, path, query))
+        .or_else(|| app_of_bare_users_path(&state.keys, path, query))
         .filter(|(id, rest)| !id.is_empty() && plain_segments(rest))
     else {
         return refuse(
@@ -147,7 +154,7 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
     let endpoint = Endpoint::of(rest);
     let (Ok(app), Some(keys)) = (
         state.apps.resolve(app_id),
-        state.settings.keys.iter().find(|k| k.app_id == app_id),
+        state.keys.iter().find(|k| k.app_id == app_id),
     ) else {
         return refuse(
             endpoint,
@@ -169,7 +176,7 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
             "Method not allowed",
         );
     }
-    let body = match read_body(body, state.body_limit, state.settings.body_timeout).await {
+    let body = match read_body(body, state.body_limit, state.body_timeout).await {
         Ok(body) => body,
         Err((status, outcome, reason)) => return refuse(endpoint, outcome, status, reason),
     };
@@ -191,10 +198,10 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
             );
         }
     };
-    let settings = &state.settings;
+    let (max_event_bytes, store_down) = (state.max_event_bytes, state.store_down);
     match endpoint {
-        Endpoint::Events => gated::trigger(app, &body, settings).await,
-        Endpoint::BatchEvents => gated::batch(app, &body, settings).await,
+        Endpoint::Events => gated::trigger(app, &body, max_event_bytes, store_down).await,
+        Endpoint::BatchEvents => gated::batch(app, &body, max_event_bytes, store_down).await,
         _ => forward_unchanged(app, endpoint, method, rest, params, body.to_vec()).await,
     }
 }

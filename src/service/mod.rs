@@ -35,7 +35,7 @@ use crate::config::{Config, GrpcTls, StoreChoice};
 use crate::grpc_auth::BearerTokens;
 use crate::grpc_listener;
 use crate::pusher::{Publisher, PublisherConfig};
-use crate::pusher_api::{AppKeys, PusherApiSettings};
+use crate::pusher_api::{AppKeys, PusherApiAccess};
 use crate::store::{MemoryStore, RedisBackend, RedisStoreConfig, Store, StoreKeys};
 use crate::webhook::{WebhookKey, WebhookKeys};
 
@@ -331,7 +331,7 @@ fn build(
         webhook_keys: WebhookKeys::new(webhook_keys),
         grpc_tokens: BearerTokens::new(&config.grpc_tokens),
         grpc_tls: config.grpc_tls.as_ref().map(server_tls),
-        pusher_api: config.pusher_api_addr.map(|_| PusherApiSettings {
+        pusher_api: config.pusher_api_addr.map(|_| PusherApiAccess {
             keys: config
                 .apps
                 .iter()
@@ -342,9 +342,6 @@ fn build(
                         .collect(),
                 })
                 .collect(),
-            max_event_bytes: config.max_event_bytes,
-            body_timeout: config.http_body_timeout,
-            store_down: config.store_down,
             tls: pusher_api_tls,
         }),
     })

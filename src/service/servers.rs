@@ -25,7 +25,7 @@ use crate::grpc_listener;
 use crate::health;
 use crate::http_listener;
 use crate::proto::occupancy_server::OccupancyServer;
-use crate::pusher_api::{self, PusherApiSettings};
+use crate::pusher_api::{self, PusherApiAccess};
 use crate::reconcile;
 use crate::webhook::{self, WebhookKeys};
 
@@ -44,7 +44,7 @@ pub struct Built {
     /// TLS for the gRPC listener (none: plaintext).
     pub grpc_tls: Option<ServerTlsConfig>,
     /// The Pusher API listener's keys and TLS (used when its listener is given).
-    pub pusher_api: Option<PusherApiSettings>,
+    pub pusher_api: Option<PusherApiAccess>,
 }
 
 /// The listeners, bound by the caller.
@@ -153,13 +153,19 @@ pub(crate) async fn spawn(
     )?;
 
     // The Pusher API listener: the same hardening as the webhook port, over the same apps.
-    if let (Some(listener), Some(mut api)) = (listeners.pusher_api, pusher_api) {
-        let tls = api.tls.take();
+    if let (Some(listener), Some(access)) = (listeners.pusher_api, pusher_api) {
+        let router = pusher_api::router(
+            apps.clone(),
+            access.keys,
+            config.max_event_bytes,
+            config.http_body_timeout,
+            config.store_down,
+        );
         let server = http_listener::serve_maybe_tls(
             listener,
-            pusher_api::router(apps.clone(), api),
+            router,
             config.http_limits,
-            tls,
+            access.tls,
             stop.clone(),
         );
         tasks.spawn("Pusher API server", async move {
