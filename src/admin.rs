@@ -13,7 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::metrics::metrics;
+use crate::metrics::Metrics;
 
 /// Whether this instance should receive traffic; written by the health task.
 #[derive(Debug, Clone, Default)]
@@ -31,18 +31,18 @@ impl Readiness {
     }
 }
 
-/// The admin routes.
-pub fn router(readiness: Readiness) -> Router {
+/// The admin routes: `metrics` is the service's own set.
+pub fn router(readiness: Readiness, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|| async {
+            get(move || async move {
                 (
                     [(
                         header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    metrics().render(),
+                    metrics.render(),
                 )
             }),
         )

@@ -6,17 +6,31 @@
 //! without downtime. Health and reflection are served without this check so probes keep working.
 //!
 //! Tokens are compared by their SHA-256 digests in constant time: neither the content nor the
-//! length of a configured token leaks through timing, and no token is ever logged.
+//! length of a configured token leaks through timing, and no token is ever logged. Refused calls
+//! are counted in `occupancy_grpc_requests_refused_total` (`no_token`, `unknown_token`) and
+//! logged at most once per [`WARN_PERIOD`]: a stranger calling without a token cannot fill the
+//! log.
 
+use prometheus_client::metrics::counter::Counter;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
+use crate::metrics::Metrics;
+use crate::refusals::{Refusals, WARN_PERIOD};
+
+static NO_TOKEN: Refusals = Refusals::new("gRPC calls refused: no bearer token", WARN_PERIOD);
+static UNKNOWN_TOKEN: Refusals =
+    Refusals::new("gRPC calls refused: unknown bearer token", WARN_PERIOD);
+
 /// The accepted tokens, as digests. Empty means the service is open.
 #[derive(Clone, Default)]
 pub struct BearerTokens {
     digests: Vec<[u8; 32]>,
+    /// Calls refused for carrying no token, and for an unknown one.
+    no_token: Counter,
+    unknown_token: Counter,
 }
 
 impl std::fmt::Debug for BearerTokens {
@@ -28,13 +42,22 @@ impl std::fmt::Debug for BearerTokens {
 }
 
 impl BearerTokens {
-    /// Accepts any of `tokens`; none means every call is let through.
-    pub fn new(tokens: &[SecretString]) -> Self {
+    /// Accepts any of `tokens`; none means every call is let through. Refusals are counted in
+    /// `metrics`.
+    pub fn new(tokens: &[SecretString], metrics: &Metrics) -> Self {
+        let refused = |reason: &str| {
+            metrics
+                .grpc_requests_refused
+                .get_or_create(&vec![("reason", reason.to_owned())])
+                .clone()
+        };
         Self {
             digests: tokens
                 .iter()
                 .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into())
                 .collect(),
+            no_token: refused("no_token"),
+            unknown_token: refused("unknown_token"),
         }
     }
 
@@ -55,7 +78,8 @@ impl BearerTokens {
             .and_then(|v| v.to_str().ok())
             .and_then(bearer);
         let Some(presented) = presented else {
-            tracing::warn!("gRPC call refused: no bearer token");
+            self.no_token.inc();
+            NO_TOKEN.record(&"the call carried no `authorization: Bearer` header");
             return Err(Status::unauthenticated(
                 "this gate requires `authorization: Bearer <token>`",
             ));
@@ -69,7 +93,8 @@ impl BearerTokens {
         if matched == 1 {
             Ok(request)
         } else {
-            tracing::warn!("gRPC call refused: unknown bearer token");
+            self.unknown_token.inc();
+            UNKNOWN_TOKEN.record(&"the token is none of --grpc-tokens");
             Err(Status::unauthenticated("the bearer token is not accepted"))
         }
     }
@@ -103,7 +128,11 @@ mod tests {
 
     #[test]
     fn any_configured_token_passes_and_others_do_not() {
-        let tokens = BearerTokens::new(&[SecretString::from("new"), SecretString::from("old")]);
+        let metrics = Metrics::new();
+        let tokens = BearerTokens::new(
+            &[SecretString::from("new"), SecretString::from("old")],
+            &metrics,
+        );
         assert!(tokens.check(call(Some("Bearer new"))).is_ok());
         assert!(tokens.check(call(Some("bearer old"))).is_ok());
         for bad in [
@@ -117,5 +146,11 @@ mod tests {
             assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad:?}");
             assert!(!status.message().contains("new"), "{bad:?}");
         }
+        assert_eq!(
+            tokens.no_token.get(),
+            4,
+            "no bearer token: none, empty, Basic, bare"
+        );
+        assert_eq!(tokens.unknown_token.get(), 1, "a wrong token");
     }
 }

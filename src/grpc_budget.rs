@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http_body::{Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::body::Body;
@@ -34,25 +35,30 @@ const PREFIX: usize = 5;
 #[derive(Debug, Clone)]
 pub struct RequestBudget {
     bytes: Arc<Semaphore>,
+    /// The service's count of requests refused for the budget.
+    refused: Counter,
 }
 
 impl RequestBudget {
-    /// A budget of `bytes`.
-    pub fn new(bytes: usize) -> Self {
+    /// A budget of `bytes`; each request refused for it counts on `refused`.
+    pub fn new(bytes: usize, refused: Counter) -> Self {
         Self {
             bytes: Arc::new(Semaphore::new(bytes)),
+            refused,
         }
     }
 
     /// `request` with its body counted against this budget.
     pub fn wrap(&self, request: Request<Body>) -> Request<Body> {
         let budget = self.bytes.clone();
+        let refused = self.refused.clone();
         request.map(|inner| {
             Body::new(Budgeted {
                 inner,
                 budget,
                 held: None,
                 framing: Framing::default(),
+                refused,
             })
         })
     }
@@ -108,6 +114,7 @@ struct Budgeted {
     budget: Arc<Semaphore>,
     held: Option<OwnedSemaphorePermit>,
     framing: Framing,
+    refused: Counter,
 }
 
 impl Budgeted {
@@ -133,11 +140,7 @@ impl Budgeted {
             }
             Err(_) => {
                 self.held = None;
-                crate::metrics::count(
-                    &crate::metrics::metrics().grpc_requests_refused,
-                    &[("reason", "buffer_budget")],
-                    1,
-                );
+                self.refused.inc();
                 Err(Status::resource_exhausted(
                     "too many partly received requests on this server; retry later",
                 ))
@@ -203,12 +206,13 @@ mod tests {
 
     #[test]
     fn partial_messages_past_the_budget_are_refused_and_give_back_on_completion() {
-        let budget = RequestBudget::new(100);
+        let budget = RequestBudget::new(100, Counter::default());
         let body = |budget: &RequestBudget| Budgeted {
             inner: Body::empty(),
             budget: budget.bytes.clone(),
             held: None,
             framing: Framing::default(),
+            refused: budget.refused.clone(),
         };
         let mut first = body(&budget);
         let pending = first.framing.advance(&message(200)[..60]);
@@ -217,6 +221,7 @@ mod tests {
         let pending = second.framing.advance(&message(200)[..60]);
         let status = second.hold(pending).expect_err("over the budget");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(budget.refused.get(), 1, "the refusal is counted");
         let pending = first.framing.advance(&message(200)[60..]);
         first.hold(pending).expect("completes");
         assert_eq!(budget.bytes.available_permits(), 100, "given back");

@@ -22,7 +22,7 @@ use tokio::time::Sleep;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 
-use crate::metrics::{count, metrics};
+use crate::metrics::{Metrics, count};
 use crate::refusals::{Refusals, WARN_PERIOD};
 
 /// Bytes of the HTTP/2 client preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
@@ -41,10 +41,12 @@ pub struct GrpcLimits {
 }
 
 /// The accepted connections of `incoming`, each holding a permit and a handshake deadline;
-/// connections past `limits.max_connections` are closed at once and never yielded.
+/// connections past `limits.max_connections` are closed at once, counted in `metrics`, and never
+/// yielded.
 pub fn limit(
     incoming: TcpIncoming,
     limits: GrpcLimits,
+    metrics: Arc<Metrics>,
 ) -> impl Stream<Item = std::io::Result<Limited>> + Send + 'static {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     incoming.filter_map(move |accepted| {
@@ -53,7 +55,7 @@ pub fn limit(
             Err(err) => return Some(Err(err)),
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            count(&metrics().connections_refused, &[("listener", "grpc")], 1);
+            count(&metrics.connections_refused, &[("listener", "grpc")], 1);
             let peer = stream
                 .peer_addr()
                 .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());

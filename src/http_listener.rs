@@ -21,10 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{count, metrics};
+use crate::metrics::{Metrics, count};
 use crate::refusals::{Refusals, WARN_PERIOD};
 
-static REFUSED: Refusals = Refusals::new("webhook connections refused: too many open", WARN_PERIOD);
+static REFUSED: Refusals = Refusals::new("HTTP connections refused: too many open", WARN_PERIOD);
 
 /// Largest request head (request line and headers) buffered per connection. hyper's default,
 /// about 400 KiB, let 800 peers sending endless header lines hold 70 MiB between them (measured,
@@ -54,14 +54,24 @@ fn http1(limits: &HttpLimits) -> hyper::server::conn::http1::Builder {
     builder
 }
 
+/// Which listener a server is, as its metrics and log lines name it.
+#[derive(Debug, Clone)]
+pub struct Named {
+    /// The `listener` label: `webhook`, `pusher_api`.
+    pub name: &'static str,
+    /// The service's metrics, where refused connections are counted.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Serves `router` on `listener` until `shutdown`, then waits for requests in flight.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    named: Named,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_maybe_tls(listener, router, limits, None, shutdown).await
+    serve_maybe_tls(listener, router, limits, None, named, shutdown).await
 }
 
 /// Why a TLS certificate and key cannot serve. Names what is wrong, never the key.
@@ -107,8 +117,10 @@ pub async fn serve_maybe_tls(
     router: Router,
     limits: HttpLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    named: Named,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let Named { name, metrics } = named;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
@@ -118,27 +130,23 @@ pub async fn serve_maybe_tls(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(%err, "cannot accept a webhook connection");
+                    tracing::warn!(%err, listener = name, "cannot accept a connection");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            count(
-                &metrics().connections_refused,
-                &[("listener", "webhook")],
-                1,
-            );
+            count(&metrics.connections_refused, &[("listener", name)], 1);
             REFUSED.record(&format_args!(
-                "limit {}, latest from {peer}",
+                "{name} listener, limit {}, latest from {peer}",
                 limits.max_connections
             ));
             drop(stream);
             continue;
         };
         if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY on a webhook connection");
+            tracing::debug!(%err, listener = name, "cannot set TCP_NODELAY");
         }
         if let Some(acceptor) = &tls {
             let (acceptor, router, watcher) =
@@ -176,7 +184,7 @@ pub async fn serve_maybe_tls(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                tracing::debug!(%err, %peer, "webhook connection ended with an error");
+                tracing::debug!(%err, %peer, listener = name, "connection ended with an error");
             }
             drop(permit);
         });

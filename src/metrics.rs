@@ -1,11 +1,12 @@
 //! Prometheus metrics, served as text at `GET /metrics` on the admin listener.
 //!
-//! One process-wide set, as with any metrics facade: the webhook listener, the gate, the store
-//! and the Pusher client each count what they see without threading a handle through every
-//! call. Names follow Prometheus conventions (`occupancy_` prefix, `_total` counters, `_seconds`
-//! histograms); the README lists them all.
+//! One set per [`crate::service::Service`], made by its composition root and handed to each
+//! part that counts (the listeners, the gate, the stores' connection and feed, the Pusher
+//! client, reconciliation), as linkerd2-proxy hands out its metrics. Not a process-wide static:
+//! two services in one process (tests start several in one binary) each count only their own
+//! traffic, so `/metrics` says what that service did. Names follow Prometheus conventions
+//! (`occupancy_` prefix, `_total` counters, `_seconds` histograms); the README lists them all.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -21,7 +22,7 @@ pub type Labels = Vec<(&'static str, String)>;
 type Counters = Family<Labels, Counter>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
-/// Every metric the service exports.
+/// Every metric one service exports; shared by its parts as an `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
     /// Webhook requests, by `outcome`.
@@ -76,12 +77,13 @@ pub struct Metrics {
     /// Webhook body bytes reserved from the shared buffer budget right now.
     pub webhook_buffered_bytes: Gauge,
     /// Connections closed at once because a listener was at its cap, by `listener` (webhook,
-    /// grpc).
+    /// pusher_api, grpc).
     pub connections_refused: Counters,
     /// 1 when gRPC listens beyond loopback with no way to tell callers apart (no tokens, no
     /// client certificates): anyone who reaches the port can publish.
     pub grpc_insecure: Gauge,
-    /// gRPC requests failed before their handler saw them, by `reason` (buffer_budget).
+    /// gRPC requests failed before their handler saw them, by `reason` (buffer_budget,
+    /// no_token, unknown_token).
     pub grpc_requests_refused: Counters,
     /// Requests to the Pusher API listener, by `endpoint` (events, batch_events, channels,
     /// users, other) and `outcome` (forwarded, dropped, upstream_error, unreachable, timeout,
@@ -100,8 +102,21 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    /// A new set, every counter at zero, registered under the `occupancy_` prefix.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("occupancy");
         let metrics = Self {
             webhook_requests: Counters::default(),
@@ -277,13 +292,6 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
-}
-
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    &METRICS
 }
 
 /// Adds `by` to the counter of `family` with `labels`.

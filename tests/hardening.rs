@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use occupancy::proto::{IsOccupiedRequest, PublishIfOccupiedRequest};
-use support::{Behaviour, KEY, Occupancy, PusherStub};
+use support::in_process::InProcess;
+use support::{Behaviour, KEY, PusherStub};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
@@ -30,7 +31,7 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, 
     }
 }
 
-async fn gate_answers(gate: &Occupancy) {
+async fn gate_answers(gate: &InProcess) {
     let answer = OccupancyClient::new(gate.channel().await)
         .is_occupied(IsOccupiedRequest {
             channel: "still-here".into(),
@@ -42,7 +43,7 @@ async fn gate_answers(gate: &Occupancy) {
 
 #[tokio::test]
 async fn half_sent_headers_and_idle_connections_are_closed_within_the_timeout() {
-    let gate = Occupancy::start(&["--http-header-timeout".into(), "500ms".into()]);
+    let gate = InProcess::start(&["--http-header-timeout".into(), "500ms".into()]).await;
 
     let mut slow = TcpStream::connect(gate.http_addr).await.expect("connect");
     slow.write_all(b"POST /webhooks/pusher HTTP/1.1\r\nHost: x\r\n")
@@ -80,7 +81,7 @@ async fn half_sent_headers_and_idle_connections_are_closed_within_the_timeout() 
 
 #[tokio::test]
 async fn an_unknown_key_is_refused_before_the_body_is_read() {
-    let gate = Occupancy::start(&[]);
+    let gate = InProcess::start(&[]).await;
     for key_header in ["X-Pusher-Key: stranger\r\n", ""] {
         let mut stream = TcpStream::connect(gate.http_addr).await.expect("connect");
         let head = format!(
@@ -99,7 +100,7 @@ async fn an_unknown_key_is_refused_before_the_body_is_read() {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_gets_408() {
-    let gate = Occupancy::start(&["--http-body-timeout".into(), "500ms".into()]);
+    let gate = InProcess::start(&["--http-body-timeout".into(), "500ms".into()]).await;
     let mut stream = TcpStream::connect(gate.http_addr).await.expect("connect");
     let head = format!(
         "POST /webhooks/pusher HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -118,12 +119,13 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
 
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_are_closed_and_the_gate_answers() {
-    let gate = Occupancy::start(&[
+    let gate = InProcess::start(&[
         "--http-max-connections".into(),
         "2".into(),
         "--http-header-timeout".into(),
         "10s".into(),
-    ]);
+    ])
+    .await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(gate.http_addr).await.expect("connect");
@@ -139,6 +141,7 @@ async fn past_the_connection_cap_new_connections_are_closed_and_the_gate_answers
     assert!(closed, "a connection past the cap was served");
     gate_answers(&gate).await;
     let refused = gate
+        .admin()
         .metric(
             "occupancy_connections_refused_total",
             &["listener=\"webhook\""],
@@ -172,7 +175,7 @@ async fn a_redirect_from_pusher_is_not_followed() {
         )),
         ..Default::default()
     });
-    let gate = Occupancy::start(&["--pusher-api-url".into(), stub.url()]);
+    let gate = InProcess::start(&["--pusher-api-url".into(), stub.url()]).await;
     gate.send_webhook(&[("channel_occupied", "redirected")])
         .await;
     let status = OccupancyClient::new(gate.channel().await)
@@ -195,7 +198,7 @@ async fn a_redirect_from_pusher_is_not_followed() {
 
 #[tokio::test]
 async fn an_oversized_grpc_request_is_refused_and_the_gate_answers() {
-    let gate = Occupancy::start(&[]);
+    let gate = InProcess::start(&[]).await;
     let status = OccupancyClient::new(gate.channel().await)
         .is_occupied(IsOccupiedRequest {
             channel: "x".repeat(occupancy::wire::GRPC_MAX_MESSAGE_BYTES + 1),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
-use support::{Occupancy, PusherStub, RedisServer};
+use support::in_process::InProcess;
+use support::{PusherStub, RedisServer};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
@@ -39,7 +40,7 @@ async fn is_occupied(
 async fn redis_down_is_reported_everywhere_and_recovery_needs_no_restart() {
     let stub = PusherStub::start().await;
     let mut redis = RedisServer::start();
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--redis-url".into(),
         redis.url(),
         "--pusher-api-url".into(),
@@ -48,7 +49,8 @@ async fn redis_down_is_reported_everywhere_and_recovery_needs_no_restart() {
         "300ms".into(),
         "--publish-when-store-down".into(),
         "none".into(),
-    ]);
+    ])
+    .await;
     let channel = service.channel().await;
     let gate = OccupancyClient::new(channel.clone());
     let health = HealthClient::new(channel);
@@ -123,12 +125,13 @@ async fn starts_while_redis_is_down_and_serves_once_it_is_up() {
     let stub = PusherStub::start().await;
     let mut redis = RedisServer::start();
     redis.stop();
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--redis-url".into(),
         redis.url(),
         "--pusher-api-url".into(),
         stub.url(),
-    ]);
+    ])
+    .await;
     let channel = service.channel().await;
     let health = HealthClient::new(channel.clone());
     health_is(&health, NOT_SERVING).await;
@@ -156,14 +159,15 @@ async fn a_key_of_the_wrong_type_is_internal_not_unavailable() {
         .query_async(&mut redis.connection().await)
         .await
         .expect("SET");
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--redis-url".into(),
         redis.url(),
         "--redis-key".into(),
         "not-a-set".into(),
         "--pusher-api-url".into(),
         stub.url(),
-    ]);
+    ])
+    .await;
     let gate = OccupancyClient::new(service.channel().await);
     let err = is_occupied(&gate, "x").await.expect_err("WRONGTYPE");
     assert_eq!(err.code(), Code::Internal, "{err:?}");
@@ -175,14 +179,15 @@ async fn a_key_of_the_wrong_type_is_internal_not_unavailable() {
 async fn by_default_a_publish_while_the_store_is_down_goes_to_every_channel() {
     let stub = PusherStub::start().await;
     let mut redis = RedisServer::start();
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--redis-url".into(),
         redis.url(),
         "--pusher-api-url".into(),
         stub.url(),
         "--redis-timeout".into(),
         "300ms".into(),
-    ]);
+    ])
+    .await;
     let channel = service.channel().await;
     let health = HealthClient::new(channel.clone());
     health_is(&health, SERVING).await;
@@ -210,6 +215,7 @@ async fn by_default_a_publish_while_the_store_is_down_goes_to_every_channel() {
     );
     assert_eq!(
         service
+            .admin()
             .metric("occupancy_publish_store_down_total", &[])
             .await,
         1.0,

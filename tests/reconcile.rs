@@ -1,13 +1,17 @@
 //! Reconciliation from Pusher's channel list (`GET /apps/{id}/channels`, served by the stand-in),
-//! against the real binary and a real `redis-server`: the set is repaired at start-up and after
-//! Redis loses it, an event newer than the listing request is never undone, several replicas
-//! share one listing per interval, and every repair is logged without the secret.
+//! against a real `redis-server`: the set is repaired at start-up and after Redis loses it, an
+//! event newer than the listing request is never undone, several replicas share one listing per
+//! interval, and every repair is logged without the secret. The services run in the test's
+//! process (their rounds and repairs read from each one's `/metrics`), except where the log itself
+//! is under test.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use support::in_process::InProcess;
+use support::state::Admin;
 use support::{Occupancy, PusherStub, RedisServer, SECRET, now_ms};
 
 const SET: &str = "pusher:channels";
@@ -15,15 +19,42 @@ const TIMES: &str = "{pusher:channels}:times";
 /// The wait between a round's two listings (`reconcile::CONFIRM_DELAY`).
 const CONFIRM: Duration = Duration::from_secs(4);
 
-fn start(redis: &RedisServer, stub: &PusherStub, interval: &str) -> Occupancy {
-    Occupancy::start(&[
+fn args(redis: &RedisServer, stub: &PusherStub, interval: &str) -> [String; 6] {
+    [
         "--redis-url".into(),
         redis.url(),
         "--pusher-api-url".into(),
         stub.url(),
         "--reconcile-interval".into(),
         interval.into(),
-    ])
+    ]
+}
+
+async fn start(redis: &RedisServer, stub: &PusherStub, interval: &str) -> InProcess {
+    InProcess::start(&args(redis, stub, interval)).await
+}
+
+/// Waits until `admin` counts at least one round of `result`.
+async fn rounds_reach(admin: Admin, result: &str, within: Duration) {
+    admin
+        .metric_becomes(
+            "occupancy_reconcile_rounds_total",
+            &[&format!("result=\"{result}\"")],
+            within,
+            &format!("a {result} round"),
+            |rounds| rounds >= 1.0,
+        )
+        .await;
+}
+
+/// Channels `admin` counts as repaired, by `change` (`added`, `removed`).
+async fn repairs(admin: Admin, change: &str) -> f64 {
+    admin
+        .metric(
+            "occupancy_reconcile_repairs_total",
+            &[&format!("change=\"{change}\"")],
+        )
+        .await
 }
 
 async fn sadd_at(redis: &RedisServer, channel: &str, time_ms: u64) {
@@ -88,7 +119,7 @@ async fn start_up_fills_the_set_from_the_listing_and_logs_the_repair_without_the
         &["still-live", "private-job-1", "presence-room"],
         Duration::ZERO,
     );
-    let service = start(&redis, &stub, "1s");
+    let service = Occupancy::start(&args(&redis, &stub, "1s"));
     set_is(
         &redis,
         &["still-live", "private-job-1", "presence-room"],
@@ -96,6 +127,16 @@ async fn start_up_fills_the_set_from_the_listing_and_logs_the_repair_without_the
         "start-up reconciliation",
     )
     .await;
+    let admin = service.admin();
+    rounds_reach(admin, "repaired", Duration::from_secs(3)).await;
+    assert_eq!(
+        (
+            repairs(admin, "added").await,
+            repairs(admin, "removed").await
+        ),
+        (2.0, 1.0)
+    );
+    // The log line says what was repaired, for an operator.
     let line = log_line(
         &service,
         &["reconciled: repaired", "added=2", "removed=1"],
@@ -107,22 +148,27 @@ async fn start_up_fills_the_set_from_the_listing_and_logs_the_repair_without_the
         line.contains("stale-member") && line.contains("private-job-1"),
         "names the channels: {line}"
     );
-    // A round with nothing to repair logs no repair.
-    let listings = stub.listings();
-    support::eventually(
-        Duration::from_secs(4) + CONFIRM,
-        "a later listing",
-        || async { stub.listings() > listings },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let repairs = service
-        .log_text()
+    // A round with nothing to repair repairs nothing and logs no repair.
+    rounds_reach(admin, "clean", Duration::from_secs(4) + CONFIRM).await;
+    assert_eq!(
+        admin
+            .metric("occupancy_reconcile_rounds_total", &["result=\"repaired\""])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        (
+            repairs(admin, "added").await,
+            repairs(admin, "removed").await
+        ),
+        (2.0, 1.0)
+    );
+    let log = service.log_text();
+    let logged = log
         .lines()
         .filter(|l| l.contains("reconciled: repaired"))
         .count();
-    assert_eq!(repairs, 1, "log:\n{}", service.log_text());
-    let log = service.log_text();
+    assert_eq!(logged, 1, "one repair, one line:\n{log}");
     assert!(!log.contains(SECRET), "the secret is in the log:\n{log}");
     assert!(
         !log.contains("auth_signature"),
@@ -136,7 +182,7 @@ async fn a_set_lost_by_redis_is_restored_within_about_one_interval() {
     let mut redis = RedisServer::start();
     let listed = ["job-1", "job-2", "job-3"];
     stub.set_listing(&listed, Duration::ZERO);
-    let service = start(&redis, &stub, "1s");
+    let service = start(&redis, &stub, "1s").await;
     set_is(&redis, &listed, Duration::from_secs(3), "start-up").await;
 
     let _: () = redis::cmd("FLUSHALL")
@@ -175,7 +221,7 @@ async fn an_event_newer_than_the_listing_request_wins() {
     sadd_at(&redis, "z", old).await;
     stub.set_listing(&["x", "w"], Duration::from_millis(1500));
     // A long interval: the start-up round is the only one.
-    let service = start(&redis, &stub, "1h");
+    let service = start(&redis, &stub, "1h").await;
     support::eventually(Duration::from_secs(5), "the listing request", || async {
         stub.listings() >= 1
     })
@@ -201,15 +247,20 @@ async fn an_event_newer_than_the_listing_request_wins() {
     // The confirming listing knows x vacated, and still lacks y: y stands only because its
     // event is newer than the first listing's request.
     stub.set_listing(&["w"], Duration::ZERO);
-    let line = log_line(&service, &["reconciled"], Duration::from_secs(5) + CONFIRM).await;
+    let admin = service.admin();
+    rounds_reach(admin, "repaired", Duration::from_secs(5) + CONFIRM).await;
     assert_eq!(
         redis.members(SET).await,
         ["w", "y"],
-        "x vacated and y occupied after the request stand; log line: {line}"
+        "x vacated and y occupied after the request stand"
     );
-    assert!(
-        line.contains("added=1") && line.contains("removed=1"),
-        "{line}"
+    assert_eq!(
+        (
+            repairs(admin, "added").await,
+            repairs(admin, "removed").await
+        ),
+        (1.0, 1.0),
+        "w added, z removed"
     );
     // The first listing and the one confirming the removal.
     assert_eq!(stub.listings(), 2);
@@ -220,8 +271,8 @@ async fn two_replicas_list_about_once_per_interval_not_each() {
     let stub = PusherStub::start().await;
     let redis = RedisServer::start();
     stub.set_listing(&["a"], Duration::ZERO);
-    let one = start(&redis, &stub, "1s");
-    let two = start(&redis, &stub, "1s");
+    let one = start(&redis, &stub, "1s").await;
+    let two = start(&redis, &stub, "1s").await;
     set_is(&redis, &["a"], Duration::from_secs(3), "start-up").await;
     let before = stub.listings();
     let window = Duration::from_millis(10_000);
@@ -235,17 +286,18 @@ async fn two_replicas_list_about_once_per_interval_not_each() {
         (2..=5).contains(&listed),
         "{listed} listings in {window:?} by two replicas with --reconcile-interval 1s"
     );
-    let skipped = [&one, &two]
-        .iter()
-        .map(|s| {
-            s.log_text()
-                .lines()
-                .filter(|l| l.contains("another replica reconciles"))
-                .count()
-        })
-        .sum::<usize>();
+    let mut skipped = 0.0;
+    for service in [&one, &two] {
+        skipped += service
+            .admin()
+            .metric(
+                "occupancy_reconcile_rounds_total",
+                &["result=\"locked_elsewhere\""],
+            )
+            .await;
+    }
     assert!(
-        skipped >= 2,
+        skipped >= 2.0,
         "replicas skipped {skipped} rounds for the lock"
     );
 }
@@ -258,12 +310,13 @@ async fn an_event_newer_than_the_listing_request_wins_in_memory_too() {
 
     let stub = PusherStub::start().await;
     stub.set_listing(&["x", "w"], Duration::from_millis(1500));
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--pusher-api-url".into(),
         stub.url(),
         "--reconcile-interval".into(),
         "1h".into(),
-    ]);
+    ])
+    .await;
     support::eventually(Duration::from_secs(5), "the listing request", || async {
         stub.listings() >= 1
     })
@@ -293,7 +346,8 @@ async fn an_event_newer_than_the_listing_request_wins_in_memory_too() {
     // Later listings (the confirming one, one after the start-up recovery) know x vacated, and
     // still lack y: y stands only because its event is newer than the first listing's request.
     stub.set_listing(&["w"], Duration::ZERO);
-    let line = log_line(&service, &["reconciled"], Duration::from_secs(5) + CONFIRM).await;
+    let admin = service.admin();
+    rounds_reach(admin, "repaired", Duration::from_secs(5) + CONFIRM).await;
     let gate = OccupancyClient::new(service.channel().await);
     for (channel, expected) in [("w", true), ("x", false), ("y", true), ("z", false)] {
         let occupied = gate
@@ -306,11 +360,15 @@ async fn an_event_newer_than_the_listing_request_wins_in_memory_too() {
             .expect("IsOccupied")
             .into_inner()
             .occupied;
-        assert_eq!(occupied, expected, "{channel}; log line: {line}");
+        assert_eq!(occupied, expected, "{channel}");
     }
-    assert!(
-        line.contains("added=1") && line.contains("removed=1"),
-        "{line}"
+    assert_eq!(
+        (
+            repairs(admin, "added").await,
+            repairs(admin, "removed").await
+        ),
+        (1.0, 1.0),
+        "w added, z removed"
     );
 }
 
@@ -325,7 +383,7 @@ async fn a_channel_missing_from_only_the_first_listing_stays_occupied() {
     let redis = RedisServer::start();
     // The first listing takes a second: time to deliver the webhook while it is in flight.
     stub.set_listing(&["new"], Duration::from_millis(1000));
-    let service = start(&redis, &stub, "1h");
+    let service = start(&redis, &stub, "1h").await;
     support::eventually(Duration::from_secs(5), "the first listing", || async {
         stub.listings() >= 1
     })
@@ -346,14 +404,11 @@ async fn a_channel_missing_from_only_the_first_listing_stays_occupied() {
         "additions from the first listing, no removal",
     )
     .await;
-    let admin = service.admin_url();
+    let admin = service.admin();
     let deadline = Instant::now() + CONFIRM + Duration::from_secs(5);
-    while support::probe::metric(
-        &admin,
-        "occupancy_reconcile_rounds_total",
-        &["result=\"repaired\""],
-    )
-    .await
+    while admin
+        .metric("occupancy_reconcile_rounds_total", &["result=\"repaired\""])
+        .await
         < 1.0
     {
         let members = redis.members(SET).await;
@@ -363,22 +418,14 @@ async fn a_channel_missing_from_only_the_first_listing_stays_occupied() {
         );
         assert!(
             Instant::now() < deadline,
-            "no repaired round; log:\n{}",
-            service.log_text()
+            "no repaired round; metrics:\n{}",
+            admin.metrics_text().await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stub.listings(), 2);
     assert_eq!(redis.members(SET).await, ["held", "new"]);
-    assert_eq!(
-        support::probe::metric(
-            &admin,
-            "occupancy_reconcile_repairs_total",
-            &["change=\"removed\""]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(repairs(admin, "removed").await, 1.0);
 }
 
 /// A second listing that is refused confirms nothing: the round adds what the first listed and
@@ -389,37 +436,16 @@ async fn a_refused_second_listing_removes_nothing() {
     let redis = RedisServer::start();
     sadd_at(&redis, "stale", now_ms() - 60_000).await;
     stub.set_listing(&["new"], Duration::from_millis(500));
-    let service = start(&redis, &stub, "1h");
+    let service = start(&redis, &stub, "1h").await;
     support::eventually(Duration::from_secs(5), "the first listing", || async {
         stub.listings() >= 1
     })
     .await;
     // Not a channel name: the gate refuses the whole listing.
     stub.set_listing(&["new", "not a name!"], Duration::ZERO);
-    let admin = service.admin_url();
-    support::eventually(
-        CONFIRM + Duration::from_secs(5),
-        "an unconfirmed round",
-        || async {
-            support::probe::metric(
-                &admin,
-                "occupancy_reconcile_rounds_total",
-                &["result=\"unconfirmed\""],
-            )
-            .await
-                >= 1.0
-        },
-    )
-    .await;
+    let admin = service.admin();
+    rounds_reach(admin, "unconfirmed", CONFIRM + Duration::from_secs(5)).await;
     assert_eq!(stub.listings(), 2);
     assert_eq!(redis.members(SET).await, ["new", "stale"]);
-    assert_eq!(
-        support::probe::metric(
-            &admin,
-            "occupancy_reconcile_repairs_total",
-            &["change=\"removed\""]
-        )
-        .await,
-        0.0
-    );
+    assert_eq!(repairs(admin, "removed").await, 0.0);
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
-use support::{Occupancy, PusherStub, TestPki, eventually, free_port};
+use support::in_process::InProcess;
+use support::{PusherStub, TestPki, eventually, free_port};
 use tonic_health::pb::health_client::HealthClient;
 use topology::{Node, TempDir, require};
 
@@ -61,14 +62,15 @@ async fn rediss_with_a_private_ca_works_and_without_it_fails_closed() {
     let url = format!("rediss://127.0.0.1:{}/", redis.port);
     let stub = PusherStub::start().await;
 
-    let trusted = Occupancy::start(&[
+    let trusted = InProcess::start(&[
         "--redis-url".into(),
         url.clone(),
         "--redis-ca".into(),
         pki.ca_cert.display().to_string(),
         "--pusher-api-url".into(),
         stub.url(),
-    ]);
+    ])
+    .await;
     let channel = trusted.channel().await;
     let health = HealthClient::new(channel.clone());
     eventually(Duration::from_secs(10), "SERVING over TLS", || {
@@ -110,15 +112,16 @@ async fn rediss_with_a_private_ca_works_and_without_it_fails_closed() {
         .expect("SMEMBERS");
     assert_eq!(members, ["over-tls"]);
     // The feed rides TLS too: answers come from memory.
-    trusted.wait_feed_up(Duration::from_secs(10)).await;
+    trusted.admin().wait_feed_up(Duration::from_secs(10)).await;
 
     // Without the CA the server's certificate is not trusted: no connection, and no fallback.
-    let untrusted = Occupancy::start(&[
+    let untrusted = InProcess::start(&[
         "--redis-url".into(),
         url,
         "--pusher-api-url".into(),
         stub.url(),
-    ]);
+    ])
+    .await;
     let health = HealthClient::new(untrusted.channel().await);
     eventually(
         Duration::from_secs(10),
@@ -139,7 +142,7 @@ async fn rediss_with_a_private_ca_works_and_without_it_fails_closed() {
         Some(NOT_SERVING),
         "stays down"
     );
-    let metrics = untrusted.metrics_text().await;
+    let metrics = untrusted.admin().metrics_text().await;
     assert!(
         metrics.lines().any(|line| line == "occupancy_feed_up 0")
             && metrics
@@ -154,14 +157,15 @@ async fn rediss_cluster_trusts_the_private_ca_on_every_node() {
     let pki = TestPki::create();
     let cluster = topology::Cluster::start_tls(&pki);
     let stub = PusherStub::start().await;
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--redis-url".into(),
         cluster.url(),
         "--redis-ca".into(),
         pki.ca_cert.display().to_string(),
         "--pusher-api-url".into(),
         stub.url(),
-    ]);
+    ])
+    .await;
     let channel = service.channel().await;
     let health = HealthClient::new(channel.clone());
     eventually(Duration::from_secs(10), "SERVING over TLS", || {
@@ -186,5 +190,5 @@ async fn rediss_cluster_trusts_the_private_ca_on_every_node() {
     );
     let members = topology::smembers(&mut cluster.connection().await, "pusher:channels").await;
     assert_eq!(members, ["cluster-over-tls"]);
-    service.wait_feed_up(Duration::from_secs(10)).await;
+    service.admin().wait_feed_up(Duration::from_secs(10)).await;
 }

@@ -54,8 +54,36 @@ async fn tokens_guard_the_gate_but_not_health() {
         .await;
     assert!(health.is_ok(), "health needs no token: {health:?}");
 
+    for (reason, expected) in [("no_token", 1.0), ("unknown_token", 2.0)] {
+        assert_eq!(
+            gate.metric(
+                "occupancy_grpc_requests_refused_total",
+                &[&format!("reason=\"{reason}\"")]
+            )
+            .await,
+            expected,
+            "refusals counted by reason"
+        );
+    }
+    // A stranger calling over and over is counted, but logged once per period, not per call.
+    for _ in 0..50 {
+        let status = client.is_occupied(is_occupied("job-1")).await;
+        assert_eq!(status.expect_err("no token").code(), Code::Unauthenticated);
+    }
+    assert_eq!(
+        gate.metric(
+            "occupancy_grpc_requests_refused_total",
+            &["reason=\"no_token\""]
+        )
+        .await,
+        51.0
+    );
     let log = gate.log_text();
-    assert!(log.contains("gRPC call refused"), "{log}");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("no bearer token"))
+        .count();
+    assert_eq!(lines, 1, "51 refusals in one period, one line:\n{log}");
     for token in ["tok-new", "tok-old", "tok-wrong"] {
         assert!(!log.contains(token), "token {token} logged:\n{log}");
     }

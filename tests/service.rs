@@ -177,3 +177,21 @@ async fn an_unwritable_listen_addrs_file_fails_bind_and_names_the_flag() {
         "{err:#}"
     );
 }
+
+/// Each service has its own metrics: two in one process (as an embedding program or this test
+/// binary runs them) do not count into each other's `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_in_one_process_count_only_their_own_traffic() {
+    let one = support::in_process::InProcess::start(&[]).await;
+    let two = support::in_process::InProcess::start(&[]).await;
+    let applied = ["outcome=\"applied\""];
+    for _ in 0..3 {
+        let (status, body) = one.send_webhook(&[("channel_occupied", "job-1")]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = two.send_webhook(&[("channel_occupied", "job-2")]).await;
+    assert_eq!(status, 200, "{body}");
+    let requests = "occupancy_webhook_requests_total";
+    assert_eq!(one.admin().metric(requests, &applied).await, 3.0);
+    assert_eq!(two.admin().metric(requests, &applied).await, 1.0);
+}

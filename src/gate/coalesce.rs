@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::apps::App;
 use crate::channel::ChannelName;
-use crate::metrics::{count, metrics};
+use crate::metrics::{Metrics, count};
 use crate::pusher::PublishError;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -73,16 +73,19 @@ pub struct Coalescer {
     shutdown: CancellationToken,
     /// Numbers the pacing tasks.
     pacers: AtomicU64,
+    /// The service's metrics: held updates sent again are counted there.
+    metrics: Arc<Metrics>,
 }
 
 impl Coalescer {
     /// No update held yet; held ones are sent early once `shutdown` is cancelled.
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub fn new(shutdown: CancellationToken, metrics: Arc<Metrics>) -> Self {
         Self {
             slots: Mutex::default(),
             tasks: TaskTracker::new(),
             shutdown,
             pacers: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -205,7 +208,7 @@ impl Coalescer {
             }
             // Put each failed update back unless a newer one took its place meanwhile.
             count(
-                &metrics().publish_channels,
+                &self.metrics.publish_channels,
                 &[("app", &app.id), ("outcome", "held_retried")],
                 failed.len() as u64,
             );

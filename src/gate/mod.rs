@@ -19,7 +19,7 @@ use self::coalesce::Decision;
 use self::request::Publish;
 use crate::apps::{App, Apps};
 use crate::channel::ChannelName;
-use crate::metrics::{count, metrics};
+use crate::metrics::{Metrics, count};
 use crate::proto::occupancy_server::Occupancy;
 use crate::proto::{
     IsOccupiedRequest, IsOccupiedResponse, PublishIfOccupiedRequest, PublishIfOccupiedResponse,
@@ -34,6 +34,8 @@ pub struct Gate {
     coalescer: Arc<Coalescer>,
     store_down: StoreDownPolicy,
     watchers: watch::Watchers,
+    /// The service's metrics.
+    metrics: Arc<Metrics>,
 }
 
 /// What `PublishIfOccupied` does when the store cannot be asked.
@@ -48,26 +50,31 @@ pub enum StoreDownPolicy {
 }
 
 impl Gate {
-    /// A gate answering for `apps`; watch streams end when `shutdown` is cancelled, and held
-    /// updates of `coalescer` are sent then.
+    /// A gate answering for `apps`, counting into `metrics`; watch streams end when `shutdown`
+    /// is cancelled, and held updates of `coalescer` are sent then.
     pub fn new(
         apps: Arc<Apps>,
         coalescer: Arc<Coalescer>,
         store_down: StoreDownPolicy,
         shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             apps,
             shutdown,
             coalescer,
             store_down,
-            watchers: watch::Watchers::new(watch::DEFAULT_MAX_STREAMS),
+            watchers: watch::Watchers::new(
+                watch::DEFAULT_MAX_STREAMS,
+                metrics.watch_streams.clone(),
+            ),
+            metrics,
         }
     }
 
     /// Caps the `WatchOccupancy` streams open at once at `max` (`--max-watch-streams`).
     pub fn with_max_watch_streams(mut self, max: usize) -> Self {
-        self.watchers = watch::Watchers::new(max);
+        self.watchers = watch::Watchers::new(max, self.metrics.watch_streams.clone());
         self
     }
 
@@ -85,11 +92,12 @@ pub(crate) async fn occupied_or_policy(
     app: &App,
     channels: &[crate::channel::ChannelName],
     store_down: StoreDownPolicy,
+    metrics: &Metrics,
 ) -> Result<(Occupied, bool), StoreError> {
     match app.store.occupied(channels).await {
         Ok(occupied) => Ok((occupied, false)),
         Err(err @ StoreError::Unavailable(_)) if store_down == StoreDownPolicy::All => {
-            count(&metrics().publish_store_down, &[("app", &app.id)], 1);
+            count(&metrics.publish_store_down, &[("app", &app.id)], 1);
             tracing::warn!(app = %app.id, error = ?err, channels = channels.len(), "store unavailable: publishing to every requested channel");
             Ok((Occupied::all(channels), true))
         }
@@ -114,7 +122,7 @@ impl Occupancy for Gate {
             .await
             .map_err(|err| status::store(&app.id, err))?;
         count(
-            &metrics().gate_checks,
+            &self.metrics.gate_checks,
             &[
                 ("app", &app.id),
                 ("answer", if occupied { "occupied" } else { "vacant" }),
@@ -133,7 +141,7 @@ impl Occupancy for Gate {
         let app = self.app(&request.app_id)?;
         let publish = request::publish(request).map_err(status::invalid)?;
         let (occupied, store_unavailable) =
-            occupied_or_policy(app, &publish.channels, self.store_down)
+            occupied_or_policy(app, &publish.channels, self.store_down, &self.metrics)
                 .await
                 .map_err(|err| status::store(&app.id, err))?;
         let Occupied {
@@ -162,6 +170,7 @@ impl Occupancy for Gate {
                 })?;
         }
         count_outcomes(
+            &self.metrics,
             &app.id,
             &publish.event,
             [
@@ -245,11 +254,10 @@ impl Gate {
 }
 
 /// Counts what one gated publish did with its channels, by outcome.
-fn count_outcomes(app_id: &str, event: &str, outcomes: [(&str, u64); 4]) {
-    let m = metrics();
+fn count_outcomes(metrics: &Metrics, app_id: &str, event: &str, outcomes: [(&str, u64); 4]) {
     for (outcome, n) in outcomes {
         count(
-            &m.publish_channels,
+            &metrics.publish_channels,
             &[("app", app_id), ("outcome", outcome)],
             n,
         );

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -50,30 +51,51 @@ pub const SNAPSHOT_STALL: Duration = Duration::from_secs(5);
 /// The default of `--max-watch-streams`.
 pub const DEFAULT_MAX_STREAMS: usize = 1024;
 
-/// The cap on open streams: each holds one permit until tonic drops it (the stream closed).
+/// The cap on open streams: each holds one [`Slot`] until tonic drops it (the stream closed).
 #[derive(Debug)]
 pub struct Watchers {
     permits: Arc<Semaphore>,
     max: usize,
+    /// The service's `watch_streams` gauge: slots held right now.
+    open: Gauge,
+}
+
+/// One open stream's place under the cap, shown on the gauge while it is held.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl Watchers {
-    /// Room for `max` streams at once.
-    pub fn new(max: usize) -> Self {
+    /// Room for `max` streams at once, counted on `open`.
+    pub fn new(max: usize, open: Gauge) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max)),
             max,
+            open,
         }
     }
 
     /// A place for one more stream, or `RESOURCE_EXHAUSTED` when all are taken.
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
-        self.permits.clone().try_acquire_owned().map_err(|_| {
+    pub fn admit(&self) -> Result<Slot, Status> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "{} WatchOccupancy streams are open, the most this gate serves \
                  (--max-watch-streams); retry later or watch another replica",
                 self.max
             ))
+        })?;
+        self.open.inc();
+        Ok(Slot {
+            _permit: permit,
+            open: self.open.clone(),
         })
     }
 }
@@ -82,7 +104,7 @@ impl Watchers {
 pub fn start(
     app: Arc<App>,
     prefix: String,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
     shutdown: CancellationToken,
 ) -> WatchStream {
     let (tx, rx) = mpsc::channel(OUTBOX);
@@ -98,7 +120,6 @@ pub fn start(
             let _ = end_tx.send(status);
         }
     });
-    crate::metrics::metrics().watch_streams.inc();
     Box::pin(Outlet {
         queue: rx,
         end: Some(end_rx),
@@ -114,7 +135,7 @@ struct Outlet {
     queue: mpsc::Receiver<Result<WatchOccupancyResponse, Status>>,
     end: Option<oneshot::Receiver<Status>>,
     ended: bool,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Stream for Outlet {
@@ -137,12 +158,6 @@ impl Stream for Outlet {
             }
         }
         self.queue.poll_recv(cx)
-    }
-}
-
-impl Drop for Outlet {
-    fn drop(&mut self) {
-        crate::metrics::metrics().watch_streams.dec();
     }
 }
 

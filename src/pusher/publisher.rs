@@ -4,6 +4,7 @@
 //! farm reuses warm TLS connections instead of paying a handshake per progress tick. Every
 //! request has a timeout, and every failure keeps Pusher's own reason.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use super::signing::signed_query;
 use crate::channel::{ChannelName, ChannelNameError};
-use crate::metrics::{count, metrics, observe};
+use crate::metrics::{Metrics, count, observe};
 
 /// Where and as whom to publish.
 #[derive(Clone)]
@@ -89,6 +90,8 @@ pub struct Publisher {
     events_url: Url,
     channels_path: String,
     channels_url: Url,
+    /// The service's metrics: each request counted by endpoint and status, with its latency.
+    metrics: Arc<Metrics>,
 }
 
 /// The answer to `GET /apps/{app_id}/channels`: only the names matter, each entry's attributes
@@ -163,9 +166,9 @@ impl std::fmt::Debug for Publisher {
 const MAX_REASON_LEN: usize = 300;
 
 impl Publisher {
-    /// Builds the client once; fails only if the TLS stack cannot be set up or the extra CA is
-    /// not PEM.
-    pub fn new(config: PublisherConfig) -> Result<Self, reqwest::Error> {
+    /// Builds the client once, counting its requests into `metrics`; fails only if the TLS
+    /// stack cannot be set up or the extra CA is not PEM.
+    pub fn new(config: PublisherConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder();
         if let Some(pem) = &config.extra_ca {
             for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
@@ -197,6 +200,7 @@ impl Publisher {
             events_url,
             channels_path,
             channels_url,
+            metrics,
         })
     }
 
@@ -235,7 +239,7 @@ impl Publisher {
             .send()
             .await
             .map_err(|e| self.transport_error(e));
-        record("events", started, &response);
+        self.record("events", started, &response);
         let response = response?;
         let status = response.status();
         if status.is_success() {
@@ -272,7 +276,7 @@ impl Publisher {
             .send()
             .await
             .map_err(|e| self.transport_error(e));
-        record("channels", started, &response);
+        self.record("channels", started, &response);
         let mut response = response?;
         let status = response.status();
         if !status.is_success() {
@@ -337,7 +341,7 @@ impl Publisher {
         }
         let started = Instant::now();
         let response = request.send().await.map_err(|e| self.transport_error(e));
-        record(endpoint, started, &response);
+        self.record(endpoint, started, &response);
         let response = response?;
         let status = response.status().as_u16();
         let content_type = response
@@ -365,26 +369,30 @@ impl Publisher {
             PublishError::Unreachable(err.without_url())
         }
     }
-}
 
-/// Counts one Pusher request by endpoint and outcome, with its latency.
-fn record(endpoint: &str, started: Instant, response: &Result<reqwest::Response, PublishError>) {
-    let status = match response {
-        Ok(response) => response.status().as_u16().to_string(),
-        Err(PublishError::Timeout(_)) => "timeout".to_owned(),
-        Err(_) => "unreachable".to_owned(),
-    };
-    let m = metrics();
-    count(
-        &m.pusher_requests,
-        &[("endpoint", endpoint), ("status", &status)],
-        1,
-    );
-    observe(
-        &m.pusher_duration,
-        &[("endpoint", endpoint)],
-        started.elapsed(),
-    );
+    /// Counts one Pusher request by endpoint and outcome, with its latency.
+    fn record(
+        &self,
+        endpoint: &str,
+        started: Instant,
+        response: &Result<reqwest::Response, PublishError>,
+    ) {
+        let status = match response {
+            Ok(response) => response.status().as_u16().to_string(),
+            Err(PublishError::Timeout(_)) => "timeout".to_owned(),
+            Err(_) => "unreachable".to_owned(),
+        };
+        count(
+            &self.metrics.pusher_requests,
+            &[("endpoint", endpoint), ("status", &status)],
+            1,
+        );
+        observe(
+            &self.metrics.pusher_duration,
+            &[("endpoint", endpoint)],
+            started.elapsed(),
+        );
+    }
 }
 
 fn shorten(text: &str) -> String {

@@ -9,7 +9,7 @@
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Endpoint, plain};
+use super::{Tally, plain};
 use crate::pusher::{PublishError, Publisher, Upstream, error_chain};
 
 /// What came of a forwarded request: Pusher's answer, or the gate's answer for a transport
@@ -20,7 +20,7 @@ pub(super) type Forwarded = Result<Upstream, Response>;
 pub(super) async fn send(
     publisher: &Publisher,
     app_id: &str,
-    endpoint: Endpoint,
+    tally: Tally<'_>,
     method: Method,
     suffix: &str,
     params: Vec<(String, String)>,
@@ -29,19 +29,19 @@ pub(super) async fn send(
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
         .map_err(|_| plain(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"))?;
     publisher
-        .forward(endpoint.label(), method, suffix, params, body)
+        .forward(tally.endpoint.label(), method, suffix, params, body)
         .await
-        .map_err(|err| failure(app_id, endpoint, err))
+        .map_err(|err| failure(app_id, tally, err))
 }
 
 /// The gate's answer when Pusher gave none.
-fn failure(app_id: &str, endpoint: Endpoint, err: PublishError) -> Response {
+fn failure(app_id: &str, tally: Tally<'_>, err: PublishError) -> Response {
     let (status, outcome) = match err {
         PublishError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         _ => (StatusCode::BAD_GATEWAY, "unreachable"),
     };
-    tracing::warn!(app = %app_id, endpoint = endpoint.label(), error = %error_chain(&err), "Pusher API request not forwarded");
-    super::outcome(endpoint, outcome);
+    tracing::warn!(app = %app_id, endpoint = tally.endpoint.label(), error = %error_chain(&err), "Pusher API request not forwarded");
+    tally.outcome(outcome);
     plain(status, &err.to_string())
 }
 

@@ -12,30 +12,29 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::events::{self, BATCH_CHUNK, BodyError, Channel, Event, Fields};
-use super::{Endpoint, forward, json_answer, outcome, refuse};
+use super::{ApiState, Tally, forward, json_answer};
 use crate::apps::App;
 use crate::channel::ChannelName;
 use crate::gate::{StoreDownPolicy, occupied_or_policy};
-use crate::metrics::{count, metrics};
+use crate::metrics::{Metrics, count};
 use crate::store::{Occupied, StoreError};
 
-/// `POST /apps/{id}/events`, verified: events whose `data` is over `max_event_bytes` are
-/// refused, and while the store cannot be asked `store_down` decides.
+/// `POST /apps/{id}/events`, verified: events whose `data` is over `--max-event-bytes` are
+/// refused, and while the store cannot be asked `--publish-when-store-down` decides.
 pub(super) async fn trigger(
+    state: &ApiState,
+    tally: Tally<'_>,
     app: &App,
     body: &[u8],
-    max_event_bytes: usize,
-    store_down: StoreDownPolicy,
 ) -> Response {
-    let endpoint = Endpoint::Events;
     let event = match Fields::parse(body)
-        .and_then(|fields| events::event(fields, max_event_bytes, false))
+        .and_then(|fields| events::event(fields, state.max_event_bytes, false))
     {
         Ok(event) => event,
-        Err(err) => return bad_body(endpoint, &err),
+        Err(err) => return bad_body(tally, &err),
     };
     let channels: Vec<&Channel> = event.channels.iter().collect();
-    let live = match decide(app, &channels, store_down, endpoint).await {
+    let live = match decide(app, &channels, state.store_down, tally).await {
         Ok(live) => live,
         Err(response) => return response,
     };
@@ -47,10 +46,10 @@ pub(super) async fn trigger(
             dropped.push(channel.name());
         }
     }
-    count_channels(app, "skipped", dropped.len());
+    count_channels(tally.metrics, app, "skipped", dropped.len());
     let info = event.info;
     if forwarded.is_empty() {
-        outcome(endpoint, "dropped");
+        tally.outcome("dropped");
         let answer = if info.any() {
             events::trigger_answer(None, &dropped, info)
         } else {
@@ -67,7 +66,7 @@ pub(super) async fn trigger(
     let upstream = match forward::send(
         &app.publisher,
         &app.id,
-        endpoint,
+        tally,
         Method::POST,
         "events",
         Vec::new(),
@@ -79,11 +78,11 @@ pub(super) async fn trigger(
         Err(response) => return response,
     };
     if !(200..300).contains(&upstream.status) {
-        outcome(endpoint, "upstream_error");
+        tally.outcome("upstream_error");
         return forward::pass_through(upstream);
     }
-    count_channels(app, "published", forwarded.len());
-    outcome(endpoint, "forwarded");
+    count_channels(tally.metrics, app, "published", forwarded.len());
+    tally.outcome("forwarded");
     tracing::debug!(app = %app.id, forwarded = forwarded.len(), dropped = dropped.len(), "Pusher API trigger gated");
     if info.any() && !dropped.is_empty() {
         let status = StatusCode::from_u16(upstream.status).unwrap_or(StatusCode::OK);
@@ -97,23 +96,17 @@ pub(super) async fn trigger(
 }
 
 /// `POST /apps/{id}/batch_events`, verified, by the same rules as [`trigger`].
-pub(super) async fn batch(
-    app: &App,
-    body: &[u8],
-    max_event_bytes: usize,
-    store_down: StoreDownPolicy,
-) -> Response {
-    let endpoint = Endpoint::BatchEvents;
-    let batch = match events::batch(body, max_event_bytes) {
+pub(super) async fn batch(state: &ApiState, tally: Tally<'_>, app: &App, body: &[u8]) -> Response {
+    let batch = match events::batch(body, state.max_event_bytes) {
         Ok(batch) => batch,
-        Err(err) => return bad_body(endpoint, &err),
+        Err(err) => return bad_body(tally, &err),
     };
     // A batch event has exactly one channel (checked in `events::batch`).
     let channels: Vec<&Channel> = batch
         .iter()
         .filter_map(|(_, event)| event.channels.first())
         .collect();
-    let live = match decide(app, &channels, store_down, endpoint).await {
+    let live = match decide(app, &channels, state.store_down, tally).await {
         Ok(live) => live,
         Err(response) => return response,
     };
@@ -125,9 +118,9 @@ pub(super) async fn batch(
         .enumerate()
         .filter_map(|(index, live)| live.then_some(index))
         .collect();
-    count_channels(app, "skipped", batch.len() - forwarded.len());
+    count_channels(tally.metrics, app, "skipped", batch.len() - forwarded.len());
     if forwarded.is_empty() {
-        outcome(endpoint, "dropped");
+        tally.outcome("dropped");
         return json_answer(StatusCode::OK, batch_answer(with_info, entries));
     }
     let whole = forwarded.len() == batch.len() && batch.len() <= BATCH_CHUNK;
@@ -144,7 +137,7 @@ pub(super) async fn batch(
         let upstream = match forward::send(
             &app.publisher,
             &app.id,
-            endpoint,
+            tally,
             Method::POST,
             "batch_events",
             Vec::new(),
@@ -160,10 +153,10 @@ pub(super) async fn batch(
         };
         if !(200..300).contains(&upstream.status) {
             sent_before_failure(app, number);
-            outcome(endpoint, "upstream_error");
+            tally.outcome("upstream_error");
             return forward::pass_through(upstream);
         }
-        count_channels(app, "published", chunk.len());
+        count_channels(tally.metrics, app, "published", chunk.len());
         if with_info {
             let answers = events::batch_entries(&upstream.body, chunk.len())
                 .unwrap_or_else(|| vec![json!({}); chunk.len()]);
@@ -173,7 +166,7 @@ pub(super) async fn batch(
         }
         last = Some(upstream);
     }
-    outcome(endpoint, "forwarded");
+    tally.outcome("forwarded");
     tracing::debug!(app = %app.id, events = batch.len(), forwarded = forwarded.len(), requests = chunks.len(), "Pusher API batch gated");
     match last {
         Some(upstream) if !with_info && chunks.len() == 1 => forward::pass_through(upstream),
@@ -211,7 +204,7 @@ async fn decide(
     app: &App,
     channels: &[&Channel],
     store_down: StoreDownPolicy,
-    endpoint: Endpoint,
+    tally: Tally<'_>,
 ) -> Result<Vec<bool>, Response> {
     let gated: Vec<ChannelName> = channels
         .iter()
@@ -223,9 +216,9 @@ async fn decide(
     let answers = if gated.is_empty() {
         Occupied::default()
     } else {
-        match occupied_or_policy(app, &gated, store_down).await {
+        match occupied_or_policy(app, &gated, store_down, tally.metrics).await {
             Ok((answers, _store_unavailable)) => answers,
-            Err(err) => return Err(store_failure(app, endpoint, err)),
+            Err(err) => return Err(store_failure(app, tally, err)),
         }
     };
     Ok(channels
@@ -237,17 +230,15 @@ async fn decide(
         .collect())
 }
 
-fn store_failure(app: &App, endpoint: Endpoint, err: StoreError) -> Response {
+fn store_failure(app: &App, tally: Tally<'_>, err: StoreError) -> Response {
     tracing::warn!(app = %app.id, error = ?err, "store call failed");
     match err {
-        StoreError::Unavailable(_) => refuse(
-            endpoint,
+        StoreError::Unavailable(_) => tally.refuse(
             "store_unavailable",
             StatusCode::SERVICE_UNAVAILABLE,
             "The occupancy store cannot be asked; retry later",
         ),
-        StoreError::Failed(_) | StoreError::Unexpected(_) => refuse(
-            endpoint,
+        StoreError::Failed(_) | StoreError::Unexpected(_) => tally.refuse(
             "store_failed",
             StatusCode::INTERNAL_SERVER_ERROR,
             "The occupancy store failed",
@@ -255,21 +246,19 @@ fn store_failure(app: &App, endpoint: Endpoint, err: StoreError) -> Response {
     }
 }
 
-fn bad_body(endpoint: Endpoint, err: &BodyError) -> Response {
+fn bad_body(tally: Tally<'_>, err: &BodyError) -> Response {
     match err {
-        BodyError::Invalid(reason) => {
-            refuse(endpoint, "bad_request", StatusCode::BAD_REQUEST, reason)
-        }
+        BodyError::Invalid(reason) => tally.refuse("bad_request", StatusCode::BAD_REQUEST, reason),
         BodyError::TooLarge(reason) => {
-            refuse(endpoint, "too_large", StatusCode::PAYLOAD_TOO_LARGE, reason)
+            tally.refuse("too_large", StatusCode::PAYLOAD_TOO_LARGE, reason)
         }
     }
 }
 
 /// Counts channels in the family `PublishIfOccupied` counts in.
-fn count_channels(app: &App, outcome: &str, n: usize) {
+fn count_channels(metrics: &Metrics, app: &App, outcome: &str, n: usize) {
     count(
-        &metrics().publish_channels,
+        &metrics.publish_channels,
         &[
             ("app", &app.id),
             ("outcome", outcome),

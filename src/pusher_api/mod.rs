@@ -45,7 +45,7 @@ use secrecy::SecretString;
 pub use self::events::MAX_BATCH_EVENTS;
 use crate::apps::{App, Apps};
 use crate::gate::StoreDownPolicy;
-use crate::metrics::{count, metrics};
+use crate::metrics::{Metrics, count};
 
 /// The key/secret pairs one app accepts on this listener (its key first, then extra keys).
 pub struct AppKeys {
@@ -79,17 +79,19 @@ struct ApiState {
     body_timeout: Duration,
     max_event_bytes: usize,
     store_down: StoreDownPolicy,
+    metrics: Arc<Metrics>,
 }
 
 /// The router answering Pusher's HTTP API for `apps` with their `keys`: an event's `data` may
 /// be up to `max_event_bytes`, a body must arrive within `body_timeout`, and while the store
-/// cannot be asked `store_down` decides (as for `PublishIfOccupied`).
+/// cannot be asked `store_down` decides (as for `PublishIfOccupied`). Counts into `metrics`.
 pub fn router(
     apps: Arc<Apps>,
     keys: Vec<AppKeys>,
     max_event_bytes: usize,
     body_timeout: Duration,
     store_down: StoreDownPolicy,
+    metrics: Arc<Metrics>,
 ) -> Router {
     let state = Arc::new(ApiState {
         apps,
@@ -98,6 +100,7 @@ pub fn router(
         body_timeout,
         max_event_bytes,
         store_down,
+        metrics,
     });
     Router::new().fallback(handle).with_state(state)
 }
@@ -134,7 +137,37 @@ impl Endpoint {
     }
 }
 
+/// One request's endpoint and the service's metrics, where its outcome is counted.
+#[derive(Clone, Copy)]
+struct Tally<'a> {
+    endpoint: Endpoint,
+    metrics: &'a Metrics,
+}
+
+impl Tally<'_> {
+    /// Counts the request by endpoint and outcome.
+    fn outcome(self, outcome: &str) {
+        count(
+            &self.metrics.pusher_api_requests,
+            &[("endpoint", self.endpoint.label()), ("outcome", outcome)],
+            1,
+        );
+    }
+
+    /// A refused request: counted, logged at most once a second (with how many went
+    /// unlogged), and answered with a one-line reason.
+    fn refuse(self, why: &'static str, status: StatusCode, reason: &str) -> Response {
+        self.outcome(why);
+        log_refusal(self.endpoint, status, reason);
+        plain(status, reason)
+    }
+}
+
 async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    let tally = |endpoint| Tally {
+        endpoint,
+        metrics: &state.metrics,
+    };
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or_default();
@@ -144,20 +177,19 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
         .or_else(|| app_of_bare_users_path(&state.keys, path, query))
         .filter(|(id, rest)| !id.is_empty() && plain_segments(rest))
     else {
-        return refuse(
-            Endpoint::Other,
+        return tally(Endpoint::Other).refuse(
             "not_found",
             StatusCode::NOT_FOUND,
             "Not found: the Pusher HTTP API is under /apps/{app_id}/",
         );
     };
     let endpoint = Endpoint::of(rest);
+    let tally = tally(endpoint);
     let (Ok(app), Some(keys)) = (
         state.apps.resolve(app_id),
         state.keys.iter().find(|k| k.app_id == app_id),
     ) else {
-        return refuse(
-            endpoint,
+        return tally.refuse(
             "unknown_app",
             StatusCode::NOT_FOUND,
             "Unknown app: no app with this id is served here",
@@ -169,8 +201,7 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
         _ => method == Method::POST || method == Method::GET,
     };
     if !allowed {
-        return refuse(
-            endpoint,
+        return tally.refuse(
             "method",
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed",
@@ -178,7 +209,7 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
     }
     let body = match read_body(body, state.body_limit, state.body_timeout).await {
         Ok(body) => body,
-        Err((status, outcome, reason)) => return refuse(endpoint, outcome, status, reason),
+        Err((status, outcome, reason)) => return tally.refuse(outcome, status, reason),
     };
     let params = match auth::verify(
         &keys.keys,
@@ -190,26 +221,20 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
     ) {
         Ok(params) => params,
         Err(err) => {
-            return refuse(
-                endpoint,
-                "unauthorized",
-                StatusCode::UNAUTHORIZED,
-                &err.to_string(),
-            );
+            return tally.refuse("unauthorized", StatusCode::UNAUTHORIZED, &err.to_string());
         }
     };
-    let (max_event_bytes, store_down) = (state.max_event_bytes, state.store_down);
     match endpoint {
-        Endpoint::Events => gated::trigger(app, &body, max_event_bytes, store_down).await,
-        Endpoint::BatchEvents => gated::batch(app, &body, max_event_bytes, store_down).await,
-        _ => forward_unchanged(app, endpoint, method, rest, params, body.to_vec()).await,
+        Endpoint::Events => gated::trigger(&state, tally, app, &body).await,
+        Endpoint::BatchEvents => gated::batch(&state, tally, app, &body).await,
+        _ => forward_unchanged(tally, app, method, rest, params, body.to_vec()).await,
     }
 }
 
 /// A verified request that is not a trigger: on to Pusher as it came, newly signed.
 async fn forward_unchanged(
+    tally: Tally<'_>,
     app: &App,
-    endpoint: Endpoint,
     method: Method,
     rest: &str,
     params: Vec<(String, String)>,
@@ -218,7 +243,7 @@ async fn forward_unchanged(
     match forward::send(
         &app.publisher,
         &app.id,
-        endpoint,
+        tally,
         method,
         rest,
         auth::own_params(params),
@@ -227,14 +252,11 @@ async fn forward_unchanged(
     .await
     {
         Ok(upstream) => {
-            outcome(
-                endpoint,
-                if (200..300).contains(&upstream.status) {
-                    "forwarded"
-                } else {
-                    "upstream_error"
-                },
-            );
+            tally.outcome(if (200..300).contains(&upstream.status) {
+                "forwarded"
+            } else {
+                "upstream_error"
+            });
             forward::pass_through(upstream)
         }
         Err(response) => response,
@@ -301,24 +323,13 @@ async fn read_body(
     }
 }
 
-/// Counts one request by endpoint and outcome.
-fn outcome(endpoint: Endpoint, outcome: &str) {
-    count(
-        &metrics().pusher_api_requests,
-        &[("endpoint", endpoint.label()), ("outcome", outcome)],
-        1,
-    );
-}
-
 /// Milliseconds of the last refusal logged, for the one-line-a-second limit.
 static LAST_REFUSAL_LOGGED: AtomicU64 = AtomicU64::new(0);
 /// Refusals not logged since the last line.
 static REFUSALS_UNLOGGED: AtomicU64 = AtomicU64::new(0);
 
-/// A refused request: counted, logged at most once a second (with how many went unlogged), and
-/// answered with a one-line reason.
-fn refuse(endpoint: Endpoint, why: &'static str, status: StatusCode, reason: &str) -> Response {
-    outcome(endpoint, why);
+/// Logs a refusal at most once a second, with how many went unlogged since the last line.
+fn log_refusal(endpoint: Endpoint, status: StatusCode, reason: &str) {
     let now = crate::clock::now_ms();
     let last = LAST_REFUSAL_LOGGED.load(Ordering::Relaxed);
     if now.saturating_sub(last) >= 1000
@@ -337,7 +348,6 @@ fn refuse(endpoint: Endpoint, why: &'static str, status: StatusCode, reason: &st
     } else {
         REFUSALS_UNLOGGED.fetch_add(1, Ordering::Relaxed);
     }
-    plain(status, reason)
 }
 
 /// A plain-text answer of one line, as Pusher's errors are.

@@ -34,6 +34,7 @@ use crate::apps::{App, Apps};
 use crate::config::{Config, GrpcTls, StoreChoice};
 use crate::grpc_auth::BearerTokens;
 use crate::grpc_listener;
+use crate::metrics::Metrics;
 use crate::pusher::{Publisher, PublisherConfig};
 use crate::pusher_api::{AppKeys, PusherApiAccess};
 use crate::store::{MemoryStore, RedisBackend, RedisStoreConfig, Store, StoreKeys};
@@ -51,6 +52,8 @@ struct Stores {
 /// A service whose listeners are bound and whose stores are built, ready to [`run`](Self::run).
 pub struct Service {
     config: Config,
+    /// What every part of this service counts into, served at `/metrics`.
+    metrics: Arc<Metrics>,
     stores: Stores,
     listeners: Listeners,
     /// TLS for the Pusher API listener, checked at bind time.
@@ -69,7 +72,8 @@ impl Service {
     /// Builds the stores and binds the listeners of `config`. Nothing is served yet, and nothing
     /// connects to Redis (a Redis that is down at start-up delays nothing).
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let stores = build_stores(&config)?;
+        let metrics = Arc::new(Metrics::new());
+        let stores = build_stores(&config, &metrics)?;
         let listeners = bind_listeners(&config).await?;
         tracing::info!(
             addr = %listeners.grpc.local_addr()?,
@@ -78,7 +82,7 @@ impl Service {
             tokens = config.grpc_tokens.len(),
             "gRPC listening"
         );
-        warn_if_open_to_anyone(listeners.grpc.local_addr()?, &config);
+        warn_if_open_to_anyone(listeners.grpc.local_addr()?, &config, &metrics);
         tracing::info!(addr = %listeners.http.local_addr()?, path = crate::webhook::WEBHOOK_PATH, "webhooks listening");
         tracing::info!(addr = %listeners.admin.local_addr()?, "admin listening (/metrics, /livez, /readyz)");
         if let Some(api) = &listeners.pusher_api {
@@ -92,6 +96,7 @@ impl Service {
             .context("--pusher-api-tls-cert / --pusher-api-tls-key")?;
         let service = Self {
             config,
+            metrics,
             stores,
             listeners,
             pusher_api_tls,
@@ -139,6 +144,7 @@ impl Service {
     pub async fn run(self, shutdown: Shutdown) -> Result<(), ServeError> {
         let Self {
             config,
+            metrics,
             stores,
             listeners,
             pusher_api_tls,
@@ -153,7 +159,7 @@ impl Service {
                 Ok(())
             });
         }
-        let built = build(&config, stores.apps, pusher_api_tls)?;
+        let built = build(&config, stores.apps, pusher_api_tls, &metrics)?;
         let coalescer = servers::spawn(&config, built, listeners, shutdown, &mut tasks).await?;
         let finished = async {
             let result = tasks.join_all().await;
@@ -210,7 +216,7 @@ fn local_addr(listener: &TcpListener) -> SocketAddr {
 }
 
 /// Every app's store, from one backend when Redis is used.
-fn build_stores(config: &Config) -> anyhow::Result<Stores> {
+fn build_stores(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Stores> {
     match &config.store {
         StoreChoice::Memory => {
             tracing::warn!(
@@ -227,11 +233,14 @@ fn build_stores(config: &Config) -> anyhow::Result<Stores> {
             })
         }
         StoreChoice::Redis { url, timeout, ca } => {
-            let mut backend = RedisBackend::new(&RedisStoreConfig {
-                url: url.clone(),
-                timeout: *timeout,
-                ca: ca.clone(),
-            })
+            let mut backend = RedisBackend::new(
+                &RedisStoreConfig {
+                    url: url.clone(),
+                    timeout: *timeout,
+                    ca: ca.clone(),
+                },
+                metrics.clone(),
+            )
             .context("--redis-url / REDIS_URL")?;
             tracing::info!(store = %backend.describe(), "using Redis");
             let apps = config
@@ -301,18 +310,22 @@ fn build(
     config: &Config,
     stores: Vec<Store>,
     pusher_api_tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Built, ServeError> {
     let mut apps = Vec::new();
     let mut webhook_keys = Vec::new();
     for (index, (app, store)) in config.apps.iter().zip(stores).enumerate() {
-        let publisher = Publisher::new(PublisherConfig {
-            api_url: app.api_url.clone(),
-            app_id: app.id.clone(),
-            key: app.key.clone(),
-            secret: app.secret.clone(),
-            timeout: config.pusher_timeout,
-            extra_ca: config.pusher_ca.clone(),
-        })
+        let publisher = Publisher::new(
+            PublisherConfig {
+                api_url: app.api_url.clone(),
+                app_id: app.id.clone(),
+                key: app.key.clone(),
+                secret: app.secret.clone(),
+                timeout: config.pusher_timeout,
+                extra_ca: config.pusher_ca.clone(),
+            },
+            metrics.clone(),
+        )
         .map_err(ServeError::PusherClient)?;
         for (key, secret) in std::iter::once((&app.key, &app.secret))
             .chain(app.extra_keys.iter().map(|(k, s)| (k, s)))
@@ -328,8 +341,9 @@ fn build(
     }
     Ok(Built {
         apps: Arc::new(Apps::new(apps)),
+        metrics: metrics.clone(),
         webhook_keys: WebhookKeys::new(webhook_keys),
-        grpc_tokens: BearerTokens::new(&config.grpc_tokens),
+        grpc_tokens: BearerTokens::new(&config.grpc_tokens, metrics),
         grpc_tls: config.grpc_tls.as_ref().map(server_tls),
         pusher_api: config.pusher_api_addr.map(|_| PusherApiAccess {
             keys: config
@@ -350,7 +364,7 @@ fn build(
 /// A gRPC listener anyone can call is a choice to make knowingly: `PublishIfOccupied` then lets
 /// whoever reaches the port push events into the app's `private-` and `presence-` channels.
 /// Said once at start-up and kept as a gauge for alerting.
-fn warn_if_open_to_anyone(addr: SocketAddr, config: &Config) {
+fn warn_if_open_to_anyone(addr: SocketAddr, config: &Config, metrics: &Metrics) {
     let open = grpc_listener::is_open_to_anyone(
         addr,
         !config.grpc_tokens.is_empty(),
@@ -359,7 +373,7 @@ fn warn_if_open_to_anyone(addr: SocketAddr, config: &Config) {
             .as_ref()
             .is_some_and(|t| t.client_ca.is_some()),
     );
-    crate::metrics::metrics().grpc_insecure.set(i64::from(open));
+    metrics.grpc_insecure.set(i64::from(open));
     if open {
         tracing::warn!(
             %addr,

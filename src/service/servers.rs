@@ -23,7 +23,8 @@ use crate::gate::{Coalescer, Gate};
 use crate::grpc_auth::BearerTokens;
 use crate::grpc_listener;
 use crate::health;
-use crate::http_listener;
+use crate::http_listener::{self, Named};
+use crate::metrics::Metrics;
 use crate::proto::occupancy_server::OccupancyServer;
 use crate::pusher_api::{self, PusherApiAccess};
 use crate::reconcile;
@@ -37,6 +38,8 @@ use super::tasks::{ServeError, Shutdown, TaskSet};
 pub struct Built {
     /// The apps served, each with its store and Pusher client.
     pub apps: Arc<Apps>,
+    /// What every server counts into, served at `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Key/secret pairs accepted on webhooks, each naming its app.
     pub webhook_keys: WebhookKeys,
     /// Tokens required on occupancy.v1 calls (none: open).
@@ -125,10 +128,11 @@ pub(crate) async fn spawn(
     let stop = shutdown.stop.clone();
     let draining = spawn_drain_signal(shutdown, tasks);
     let (health_service, readiness) =
-        spawn_health_and_repairs(config, &built.apps, draining, &stop, tasks).await;
-    let coalescer = Arc::new(Coalescer::new(stop.clone()));
+        spawn_health_and_repairs(config, &built, draining, &stop, tasks).await;
+    let coalescer = Arc::new(Coalescer::new(stop.clone(), built.metrics.clone()));
     let Built {
         apps,
+        metrics,
         webhook_keys,
         grpc_tokens,
         grpc_tls,
@@ -139,6 +143,7 @@ pub(crate) async fn spawn(
         coalescer.clone(),
         config.store_down,
         stop.clone(),
+        metrics.clone(),
     )
     .with_max_watch_streams(config.max_watch_streams);
     spawn_grpc(
@@ -148,6 +153,7 @@ pub(crate) async fn spawn(
         grpc_tls,
         health_service,
         listeners.grpc,
+        &metrics,
         &stop,
         tasks,
     )?;
@@ -160,12 +166,17 @@ pub(crate) async fn spawn(
             config.max_event_bytes,
             config.http_body_timeout,
             config.store_down,
+            metrics.clone(),
         );
         let server = http_listener::serve_maybe_tls(
             listener,
             router,
             config.http_limits,
             access.tls,
+            Named {
+                name: "pusher_api",
+                metrics: metrics.clone(),
+            },
             stop.clone(),
         );
         tasks.spawn("Pusher API server", async move {
@@ -178,13 +189,22 @@ pub(crate) async fn spawn(
         config.webhook_body_limit,
         config.http_body_timeout,
         config.webhook_buffer_budget,
+        metrics.clone(),
     );
-    let http_server =
-        http_listener::serve(listeners.http, router, config.http_limits, stop.clone());
+    let http_server = http_listener::serve(
+        listeners.http,
+        router,
+        config.http_limits,
+        Named {
+            name: "webhook",
+            metrics: metrics.clone(),
+        },
+        stop.clone(),
+    );
     tasks.spawn("webhook server", async move {
         http_server.await.map_err(ServeError::from)
     });
-    let admin_server = axum::serve(listeners.admin, admin::router(readiness))
+    let admin_server = axum::serve(listeners.admin, admin::router(readiness, metrics))
         .with_graceful_shutdown(stop.cancelled_owned());
     tasks.spawn("admin server", async move {
         admin_server.await.map_err(ServeError::from)
@@ -215,7 +235,7 @@ fn spawn_drain_signal(shutdown: Shutdown, tasks: &mut TaskSet) -> CancellationTo
 /// gRPC port and the readiness the admin port reports.
 async fn spawn_health_and_repairs(
     config: &Config,
-    apps: &Arc<Apps>,
+    built: &Built,
     draining: CancellationToken,
     stop: &CancellationToken,
     tasks: &mut TaskSet,
@@ -230,6 +250,7 @@ async fn spawn_health_and_repairs(
         tonic_health::ServingStatus::NotServing,
     )
     .await;
+    let apps = &built.apps;
     let recovered = Arc::new(Notify::new());
     forward_repair_requests(apps, &recovered, stop, tasks);
     let health = health::track_store(
@@ -248,7 +269,13 @@ async fn spawn_health_and_repairs(
         Ok(())
     });
     if let Some(interval) = config.reconcile_interval {
-        let reconcile = reconcile::run(apps.clone(), interval, recovered, stop.clone());
+        let reconcile = reconcile::run(
+            apps.clone(),
+            interval,
+            recovered,
+            stop.clone(),
+            built.metrics.clone(),
+        );
         tasks.spawn("reconciliation", async move {
             reconcile.await;
             Ok(())
@@ -267,6 +294,7 @@ fn spawn_grpc(
     tls: Option<ServerTlsConfig>,
     health_service: HealthServer<impl Health>,
     listener: TcpListener,
+    metrics: &Arc<Metrics>,
     stop: &CancellationToken,
     tasks: &mut TaskSet,
 ) -> Result<(), ServeError> {
@@ -277,8 +305,13 @@ fn spawn_grpc(
     let reflection_v1alpha = reflection()
         .build_v1alpha()?
         .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
-    let budget =
-        crate::grpc_budget::RequestBudget::new(crate::grpc_budget::GRPC_BUFFER_BUDGET_BYTES);
+    let budget = crate::grpc_budget::RequestBudget::new(
+        crate::grpc_budget::GRPC_BUFFER_BUDGET_BYTES,
+        metrics
+            .grpc_requests_refused
+            .get_or_create(&vec![("reason", "buffer_budget".to_owned())])
+            .clone(),
+    );
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(GRPC_MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
@@ -292,7 +325,7 @@ fn spawn_grpc(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    let incoming = grpc_listener::limit(incoming, config.grpc_limits);
+    let incoming = grpc_listener::limit(incoming, config.grpc_limits, metrics.clone());
     let occupancy = OccupancyServer::new(gate).max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
     let grpc_server = builder
         .layer(tower::util::MapRequestLayer::new(move |request| {

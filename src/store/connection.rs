@@ -22,7 +22,7 @@ pub use super::connect::BadRedisUrl;
 use super::connect::{Link, Target};
 use super::error::StoreError;
 use crate::clock::now_ms;
-use crate::metrics::{count, metrics, observe};
+use crate::metrics::{Metrics, count, observe};
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -72,6 +72,8 @@ struct State {
     failed_connect_at_ms: AtomicU64,
     /// Connection failures in a row (see [`FAILURES_BEFORE_REBUILD`]).
     failures: AtomicU32,
+    /// The service's metrics: latency, errors and reconnects of every command.
+    metrics: Arc<Metrics>,
 }
 
 /// The connection to one Redis deployment (a single Redis, a sentinel-managed primary or a
@@ -92,7 +94,11 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Prepares the connection without making it, so a Redis that is down at start-up delays
     /// nothing; the first command connects. Fails only for a URL that cannot be used at all.
-    pub(super) fn new(config: &RedisStoreConfig) -> Result<Self, BadRedisUrl> {
+    /// Counts into `metrics`.
+    pub(super) fn new(
+        config: &RedisStoreConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BadRedisUrl> {
         let target = Target::parse(&config.url, config.ca.as_deref(), config.timeout)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
@@ -113,8 +119,14 @@ impl Connection {
                 connecting: tokio::sync::Mutex::new(()),
                 failed_connect_at_ms: AtomicU64::new(0),
                 failures: AtomicU32::new(0),
+                metrics,
             }),
         })
+    }
+
+    /// The service's metrics, for the layers above (the feed counts there too).
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// Where this connection points, safe to log: addresses, never credentials.
@@ -232,7 +244,7 @@ impl Connection {
             }),
             Err(err) => Err(StoreError::Unavailable(err)),
         };
-        observe(&metrics().store_duration, &[], started.elapsed());
+        observe(&self.shared.metrics.store_duration, &[], started.elapsed());
         match result {
             Ok(value) => {
                 self.shared.failures.store(0, Ordering::Relaxed);
@@ -243,7 +255,7 @@ impl Connection {
                     StoreError::Unavailable(_) => "unavailable",
                     _ => "failed",
                 };
-                count(&metrics().store_errors, &[("kind", kind)], 1);
+                count(&self.shared.metrics.store_errors, &[("kind", kind)], 1);
                 Err(err)
             }
         }
@@ -254,7 +266,11 @@ impl Connection {
     /// refusals and drops too when the target can be looked up again (sentinels, a cluster).
     fn failed(&self, err: &RedisError) {
         if is_read_only(err) {
-            count(&metrics().store_reconnects, &[("reason", "read_only")], 1);
+            count(
+                &self.shared.metrics.store_reconnects,
+                &[("reason", "read_only")],
+                1,
+            );
             tracing::warn!(
                 store = %self.shared.name,
                 "Redis answered READONLY (a replica, after a failover?): reconnecting"
@@ -275,7 +291,11 @@ impl Connection {
                 } else {
                     "failures"
                 };
-                crate::metrics::count(&metrics().store_reconnects, &[("reason", reason)], 1);
+                crate::metrics::count(
+                    &self.shared.metrics.store_reconnects,
+                    &[("reason", reason)],
+                    1,
+                );
                 if err.is_timeout() {
                     tracing::warn!(failures = count, store = %self.shared.name, "Redis keeps timing out: reconnecting");
                 } else {

@@ -181,14 +181,14 @@ impl Replica {
                 _ = shutdown.cancelled() => return,
                 result = follow(replica, &mut was_up, &mut ever_up, &mut backoff) => result,
             };
-            crate::metrics::metrics().feed_up.set(0);
+            replica.connection.metrics().feed_up.set(0);
             // Reads go to Redis until the feed is back (see `RedisStore::occupied` for how an
             // emptied Redis is not believed meanwhile), and watchers start over.
             for app in &replica.apps {
                 app.cache.lost();
             }
             if was_up {
-                let m = crate::metrics::metrics();
+                let m = replica.connection.metrics();
                 m.feed_breaks.inc();
                 m.feed_node.clear();
                 for app in &replica.apps {
@@ -285,7 +285,7 @@ impl Follower {
             .await
             .map_err(FeedError::Reload)?;
         let lost = known.epoch.as_ref().is_some_and(|e| *e != snapshot.epoch);
-        let m = crate::metrics::metrics();
+        let m = replica.connection.metrics();
         if let Some(reason) = reason {
             crate::metrics::count(&m.feed_resyncs, &[("reason", reason.label())], 1);
         }
@@ -442,9 +442,9 @@ async fn follow(
         // Changes may have been missed while the feed was down, in Redis too if it lost them.
         replica.signals.want_repair();
     }
-    crate::metrics::metrics().feed_up.set(1);
+    let m = replica.connection.metrics();
+    m.feed_up.set(1);
     if !*was_up {
-        let m = crate::metrics::metrics();
         m.feed_follows.inc();
         m.feed_node.clear();
         m.feed_node

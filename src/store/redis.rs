@@ -31,6 +31,7 @@ use super::keys::{StoreKeys, random_id};
 use super::scripts;
 use crate::channel::ChannelName;
 use crate::clock::MAX_FUTURE_MS;
+use crate::metrics::Metrics;
 
 /// One Redis deployment (a single Redis, a sentinel-managed primary or a cluster) and this
 /// replica's view of it, from which every app's store is made.
@@ -43,8 +44,9 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Prepares the connection without making it, so a Redis that is down at start-up delays
     /// nothing; the first command connects. Fails only for a URL that cannot be used at all.
-    pub fn new(config: &RedisStoreConfig) -> Result<Self, BadRedisUrl> {
-        let connection = Connection::new(config)?;
+    /// Its commands and its change feed count into `metrics`.
+    pub fn new(config: &RedisStoreConfig, metrics: Arc<Metrics>) -> Result<Self, BadRedisUrl> {
+        let connection = Connection::new(config, metrics)?;
         Ok(Self {
             replica: Replica::new(connection.clone()),
             connection,
@@ -472,11 +474,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fast_clock_cannot_stamp_repairs_more_than_a_minute_ahead() {
         let redis = LocalRedis::start();
-        let mut backend = RedisBackend::new(&RedisStoreConfig {
-            url: format!("redis://127.0.0.1:{}", redis.1),
-            timeout: Duration::from_secs(2),
-            ca: None,
-        })
+        let mut backend = RedisBackend::new(
+            &RedisStoreConfig {
+                url: format!("redis://127.0.0.1:{}", redis.1),
+                timeout: Duration::from_secs(2),
+                ca: None,
+            },
+            Arc::default(),
+        )
         .expect("backend");
         let store = backend.store(
             StoreKeys::for_set("pusher:channels"),

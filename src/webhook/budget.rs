@@ -11,9 +11,8 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::metrics::metrics;
 
 /// The largest budget (and per-request limit) that can be reserved at once.
 pub const MAX_BUDGET_BYTES: usize = u32::MAX as usize;
@@ -22,6 +21,8 @@ pub const MAX_BUDGET_BYTES: usize = u32::MAX as usize;
 #[derive(Debug, Clone)]
 pub struct BodyBudget {
     bytes: Arc<Semaphore>,
+    /// The service's `webhook_buffered_bytes` gauge: bytes reserved right now.
+    reserved: Gauge,
 }
 
 /// Bytes reserved for one request's body; given back on drop.
@@ -29,13 +30,16 @@ pub struct BodyBudget {
 pub struct Reservation {
     _permit: OwnedSemaphorePermit,
     bytes: usize,
+    reserved: Gauge,
 }
 
 impl BodyBudget {
-    /// A budget of `total` bytes (at most [`MAX_BUDGET_BYTES`]; the configuration checks it).
-    pub fn new(total: usize) -> Self {
+    /// A budget of `total` bytes (at most [`MAX_BUDGET_BYTES`]; the configuration checks it),
+    /// whose reservations are shown on the `reserved` gauge.
+    pub fn new(total: usize, reserved: Gauge) -> Self {
         Self {
             bytes: Arc::new(Semaphore::new(total.min(MAX_BUDGET_BYTES))),
+            reserved,
         }
     }
 
@@ -44,17 +48,18 @@ impl BodyBudget {
     pub fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
         let wanted = u32::try_from(bytes).ok()?;
         let permit = self.bytes.clone().try_acquire_many_owned(wanted).ok()?;
-        metrics().webhook_buffered_bytes.inc_by(bytes as i64);
+        self.reserved.inc_by(bytes as i64);
         Some(Reservation {
             _permit: permit,
             bytes,
+            reserved: self.reserved.clone(),
         })
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        metrics().webhook_buffered_bytes.dec_by(self.bytes as i64);
+        self.reserved.dec_by(self.bytes as i64);
     }
 }
 
@@ -64,14 +69,17 @@ mod tests {
 
     #[test]
     fn reservations_past_the_budget_are_refused_until_one_is_returned() {
-        let budget = BodyBudget::new(100);
+        let reserved = Gauge::default();
+        let budget = BodyBudget::new(100, reserved.clone());
         let first = budget.try_reserve(60).expect("fits");
+        assert_eq!(reserved.get(), 60, "the gauge shows what is reserved");
         assert!(budget.try_reserve(41).is_none(), "over the budget");
         let second = budget.try_reserve(40).expect("exactly fills it");
         assert!(budget.try_reserve(1).is_none());
         drop(first);
         assert!(budget.try_reserve(60).is_some(), "returned on drop");
         drop(second);
+        assert_eq!(reserved.get(), 0, "and what is returned");
         assert!(
             budget.try_reserve(0).is_some(),
             "an empty body needs nothing"

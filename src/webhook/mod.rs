@@ -38,7 +38,7 @@ pub use self::budget::{BodyBudget, MAX_BUDGET_BYTES, Reservation};
 pub use self::payload::Batch;
 pub use self::signature::{WebhookKey, WebhookKeys, sign};
 use crate::apps::{App, Apps};
-use crate::metrics::{count, metrics};
+use crate::metrics::{Metrics, count};
 use crate::refusals::{Refusals, WARN_PERIOD};
 use crate::store::{Applied, Occupancy};
 
@@ -70,24 +70,27 @@ struct WebhookState {
     body_limit: usize,
     body_timeout: Duration,
     budget: BodyBudget,
+    metrics: Arc<Metrics>,
 }
 
 /// The axum router serving [`WEBHOOK_PATH`], rejecting bodies over `body_limit` bytes or not
 /// received within `body_timeout`, and refusing requests once `buffer_budget` bytes of bodies
-/// are buffered across all connections.
+/// are buffered across all connections. Counts into `metrics`.
 pub fn router(
     apps: Arc<Apps>,
     keys: WebhookKeys,
     body_limit: usize,
     body_timeout: Duration,
     buffer_budget: usize,
+    metrics: Arc<Metrics>,
 ) -> Router {
     let state = Arc::new(WebhookState {
         apps,
         keys,
         body_limit,
         body_timeout,
-        budget: BodyBudget::new(buffer_budget),
+        budget: BodyBudget::new(buffer_budget, metrics.webhook_buffered_bytes.clone()),
+        metrics,
     });
     Router::new()
         .route(WEBHOOK_PATH, post(receive))
@@ -108,9 +111,9 @@ async fn receive(State(state): State<Arc<WebhookState>>, request: Request) -> Re
         let key = known_key(&state, header("x-pusher-key"))?;
         let (body, _reservation) = read_body(&state, &parts.headers, body).await?;
         let app = signed_by(&state, key, header("x-pusher-signature"), &body)?;
-        let batch = parse_batch(app, &body)?;
+        let batch = parse_batch(&state.metrics, app, &body)?;
         let applied = apply(app, &batch).await?;
-        Ok::<_, Refusal>(applied_answer(app, &batch, &applied))
+        Ok::<_, Refusal>(applied_answer(&state.metrics, app, &batch, &applied))
     };
     steps.await.unwrap_or_else(|refusal| *refusal)
 }
@@ -119,7 +122,7 @@ async fn receive(State(state): State<Arc<WebhookState>>, request: Request) -> Re
 /// before its body is read.
 fn known_key<'a>(state: &'a WebhookState, key: Option<&str>) -> Result<&'a WebhookKey, Refusal> {
     state.keys.find(key).map_err(|err| {
-        outcome("bad_key");
+        outcome(&state.metrics, "bad_key");
         BAD_KEY.record(&err);
         Box::new(answer(StatusCode::UNAUTHORIZED, &err.to_string()))
     })
@@ -139,7 +142,7 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.body_limit as u64) {
-        outcome("too_large");
+        outcome(&state.metrics, "too_large");
         TOO_LARGE.record(&format_args!("limit {} bytes", state.body_limit));
         return Err(Box::new(closing(answer(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -148,7 +151,7 @@ async fn read_body(
     }
     let wanted = declared.map_or(state.body_limit, |n| n as usize);
     let Some(reservation) = state.budget.try_reserve(wanted) else {
-        outcome("over_budget");
+        outcome(&state.metrics, "over_budget");
         OVER_BUDGET.record(&format_args!("{wanted} bytes asked"));
         return Err(Box::new(closing(answer(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -162,7 +165,7 @@ async fn read_body(
     match read.await {
         Ok(Ok(body)) => Ok((body, reservation)),
         Err(_) => {
-            outcome("body_timeout");
+            outcome(&state.metrics, "body_timeout");
             TOO_SLOW.record(&format_args!("timeout {:?}", state.body_timeout));
             Err(Box::new(closing(answer(
                 StatusCode::REQUEST_TIMEOUT,
@@ -173,7 +176,10 @@ async fn read_body(
             // The only error with a limit set is the limit, or a client that broke off.
             let too_large = std::error::Error::source(&err)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            outcome(if too_large { "too_large" } else { "unreadable" });
+            outcome(
+                &state.metrics,
+                if too_large { "too_large" } else { "unreadable" },
+            );
             Err(Box::new(closing(if too_large {
                 TOO_LARGE.record(&format_args!("limit {} bytes", state.body_limit));
                 answer(
@@ -205,7 +211,7 @@ fn signed_by<'a>(
             "webhook key without an app",
         ))),
         Err(err) => {
-            outcome("bad_signature");
+            outcome(&state.metrics, "bad_signature");
             BAD_SIGNATURE.record(&err);
             Err(Box::new(answer(StatusCode::UNAUTHORIZED, &err.to_string())))
         }
@@ -213,15 +219,15 @@ fn signed_by<'a>(
 }
 
 /// The batch in `body`, its time pulled back if it is stamped too far in the future.
-fn parse_batch(app: &App, body: &[u8]) -> Result<Batch, Refusal> {
+fn parse_batch(metrics: &Metrics, app: &App, body: &[u8]) -> Result<Batch, Refusal> {
     let mut batch = Batch::parse(body).map_err(|err| {
-        outcome("bad_body");
+        outcome(metrics, "bad_body");
         tracing::warn!(reason = %err, "webhook rejected: bad body");
         Box::new(answer(StatusCode::BAD_REQUEST, &err.to_string()))
     })?;
     let sent_at = batch.time_ms;
     if batch.bound_future(crate::clock::now_ms()) {
-        count(&metrics().webhook_future_bounded, &[("app", &app.id)], 1);
+        count(&metrics.webhook_future_bounded, &[("app", &app.id)], 1);
         tracing::warn!(app = %app.id, time_ms = sent_at, bounded_to = batch.time_ms, "webhook stamped in the future: is a clock wrong?");
     }
     Ok(batch)
@@ -243,14 +249,14 @@ async fn apply(app: &App, batch: &Batch) -> Result<Applied, Refusal> {
 
 /// Counts what the batch did and answers it. The counts go to `/metrics`; the log line is at
 /// debug, since at thousands of webhooks a second one line each would be the log's whole budget.
-fn applied_answer(app: &App, batch: &Batch, applied: &Applied) -> Response {
+fn applied_answer(metrics: &Metrics, app: &App, batch: &Batch, applied: &Applied) -> Response {
     let occupied = applied
         .applied
         .iter()
         .filter(|e| e.occupancy == Occupancy::Occupied)
         .count();
     let vacated = applied.applied.len() - occupied;
-    outcome("applied");
+    outcome(metrics, "applied");
     let stale_occupied = batch
         .events
         .iter()
@@ -266,7 +272,7 @@ fn applied_answer(app: &App, batch: &Batch, applied: &Applied) -> Response {
         ("occupancy", "invalid", batch.invalid),
     ] {
         count(
-            &metrics().webhook_events,
+            &metrics.webhook_events,
             &[("app", app.id.as_str()), ("kind", kind), ("effect", effect)],
             n as u64,
         );
@@ -294,8 +300,8 @@ fn applied_answer(app: &App, batch: &Batch, applied: &Applied) -> Response {
         .into_response()
 }
 
-fn outcome(outcome: &str) {
-    count(&metrics().webhook_requests, &[("outcome", outcome)], 1);
+fn outcome(metrics: &Metrics, outcome: &str) {
+    count(&metrics.webhook_requests, &[("outcome", outcome)], 1);
 }
 
 /// `response` with `Connection: close`: the rest of a body not read (or cut off) must not be

@@ -1,7 +1,7 @@
 //! The service started inside the test's process through its composition root
 //! (`Service::bind`, then `run`), for tests that need no process boundary: no signals, no
-//! restarts, no reading of the log, and no reading of `/metrics` (metrics are one registry per
-//! process, so two services in one test binary would count into each other's). It runs on a
+//! restarts, no reading of the log. Its `/metrics` are its own (each service has its own set),
+//! read through [`InProcess::admin`] as for a separate process. It runs on a
 //! runtime of its own, on its own threads, so a test that blocks its own runtime, or loads it
 //! with hundreds of requests, slows the service no more than it would a separate process.
 

@@ -1,11 +1,14 @@
 //! State read from the service itself, the way an operator's monitoring reads it: samples of
 //! `GET /metrics` and the status of `GET /readyz` on the admin listener. Tests assert on these
-//! rather than on the log's wording.
+//! rather than on the log's wording. The same [`Admin`] reads a service started as a process
+//! ([`Occupancy`]) or in the test's own process ([`InProcess`]): each service has its own
+//! metrics, so two in one test binary do not count into each other's.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::Occupancy;
+use super::in_process::InProcess;
 
 /// The sum of the samples of metric `name` (exactly, as rendered, `_total` included) whose
 /// labels include every one of `labels` (`key="value"` as rendered); 0 when there are none.
@@ -31,10 +34,67 @@ pub async fn metrics_at(admin: SocketAddr) -> String {
     }
 }
 
+/// The admin listener of one service, read as monitoring reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin(pub SocketAddr);
+
 impl Occupancy {
+    /// This service's admin listener.
+    pub fn admin(&self) -> Admin {
+        Admin(self.admin_addr)
+    }
+
     /// The text of `GET /metrics`.
     pub async fn metrics_text(&self) -> String {
-        metrics_at(self.admin_addr).await
+        self.admin().metrics_text().await
+    }
+
+    /// The value of one metric (see [`sample`]).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        self.admin().metric(name, labels).await
+    }
+
+    /// See [`Admin::metric_becomes`].
+    pub async fn metric_becomes(
+        &self,
+        name: &str,
+        labels: &[&str],
+        within: Duration,
+        what: &str,
+        holds: impl Fn(f64) -> bool,
+    ) -> f64 {
+        self.admin()
+            .metric_becomes(name, labels, within, what, holds)
+            .await
+    }
+
+    /// See [`Admin::wait_feed_up`].
+    pub async fn wait_feed_up(&self, within: Duration) {
+        self.admin().wait_feed_up(within).await;
+    }
+
+    /// See [`Admin::feed_node`].
+    pub async fn feed_node(&self) -> Option<String> {
+        self.admin().feed_node().await
+    }
+
+    /// See [`Admin::readyz`].
+    pub async fn readyz(&self) -> u16 {
+        self.admin().readyz().await
+    }
+}
+
+impl InProcess {
+    /// This service's admin listener.
+    pub fn admin(&self) -> Admin {
+        Admin(self.admin_addr)
+    }
+}
+
+impl Admin {
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        metrics_at(self.0).await
     }
 
     /// The value of one metric (see [`sample`]).
@@ -95,7 +155,7 @@ impl Occupancy {
 
     /// The status `GET /readyz` answers (0 when it cannot be fetched).
     pub async fn readyz(&self) -> u16 {
-        match reqwest::get(format!("{}/readyz", self.admin_url())).await {
+        match reqwest::get(format!("http://{}/readyz", self.0)).await {
             Ok(answer) => answer.status().as_u16(),
             Err(_) => 0,
         }
