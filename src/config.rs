@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use secrecy::SecretString;
 
-use crate::apps::{AppConfig, RawApp, load_apps_file};
+use crate::app_config::{AppConfig, RawApp, load_apps_file};
 use crate::gate::StoreDownPolicy;
 use crate::grpc_listener::GrpcLimits;
 use crate::http_listener::HttpLimits;
@@ -764,7 +764,7 @@ mod tests {
             "[[app]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nredis_key = \"  \"\n",
         )
         .expect("write apps file");
-        let err = crate::apps::load_apps_file(&dir)
+        let err = crate::app_config::load_apps_file(&dir)
             .err()
             .expect("rejected")
             .to_string();

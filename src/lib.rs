@@ -19,6 +19,7 @@ pub mod tools;
 pub mod wire;
 
 mod admin;
+mod app_config;
 mod apps;
 mod channel;
 mod clock;

@@ -1,8 +1,8 @@
 //! Redis Cluster, with a real three-node cluster made by `redis-cli --cluster create`: the
-//! service on a `redis+cluster://` URL takes webhooks, answers IsOccupied and WatchOccupancy,
-//! reconciles from Pusher's listing, keeps each app's keys in one slot on the node that serves
-//! it, follows the feed on another node when its node drops it, and orders shuffled, duplicated,
-//! concurrent deliveries correctly.
+//! service (in the test's process) on a `redis+cluster://` URL takes webhooks, answers IsOccupied
+//! and WatchOccupancy, reconciles from Pusher's listing, keeps each app's keys in one slot on the
+//! node that serves it, follows the feed on another node when its node drops it, and orders
+//! shuffled, duplicated, concurrent deliveries correctly.
 
 mod support;
 #[path = "support/topology.rs"]
@@ -16,7 +16,8 @@ use axum::http::StatusCode;
 use occupancy::proto::occupancy_client::OccupancyClient;
 use occupancy::proto::watch_occupancy_response::Kind;
 use occupancy::proto::{IsOccupiedRequest, WatchOccupancyRequest};
-use support::{Occupancy, PusherStub, eventually, now_ms};
+use support::in_process::InProcess;
+use support::{PusherStub, eventually, now_ms};
 use tonic::transport::Channel;
 use topology::{Cluster, direct, smembers};
 
@@ -36,8 +37,9 @@ async fn occupied(gate: &OccupancyClient<Channel>, channel: &str) -> bool {
 
 /// Waits until the change feed has been established `count` times in all
 /// (`occupancy_feed_follows_total`) and is followed now (`occupancy_feed_up 1`).
-async fn wait_for_feed(service: &Occupancy, count: usize, within: Duration) {
+async fn wait_for_feed(service: &InProcess, count: usize, within: Duration) {
     service
+        .admin()
         .metric_becomes(
             "occupancy_feed_follows_total",
             &[],
@@ -46,12 +48,13 @@ async fn wait_for_feed(service: &Occupancy, count: usize, within: Duration) {
             |follows| follows >= count as f64,
         )
         .await;
-    service.wait_feed_up(within).await;
+    service.admin().wait_feed_up(within).await;
 }
 
 /// The node whose change feed is followed now (`occupancy_feed_node{node=…} 1`).
-async fn feed_node(service: &Occupancy) -> String {
+async fn feed_node(service: &InProcess) -> String {
     service
+        .admin()
         .feed_node()
         .await
         .expect("the metrics name the node the feed follows")
@@ -82,14 +85,15 @@ async fn the_cluster_serves_every_part_of_the_service() {
         .expect("SADD stray");
     let stub = PusherStub::start().await;
     stub.set_listing(&["listed-a", "listed-b"], Duration::ZERO);
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--redis-url".into(),
         cluster.url(),
         "--pusher-api-url".into(),
         stub.url(),
         "--reconcile-interval".into(),
         "1h".into(),
-    ]);
+    ])
+    .await;
     eventually(
         Duration::from_secs(10),
         "reconciled from the listing",
@@ -195,14 +199,15 @@ async fn the_cluster_serves_every_part_of_the_service() {
 
     // Ordering: random per-channel histories delivered shuffled, duplicated and concurrently
     // end in the newest truth, on a second app key (another slot, maybe another node).
-    let ordering = Occupancy::start(&[
+    let ordering = InProcess::start(&[
         "--redis-url".into(),
         cluster.url(),
         "--pusher-api-url".into(),
         stub.url(),
         "--redis-key".into(),
         "ordering:channels".into(),
-    ]);
+    ])
+    .await;
     let seed = now_ms() | 1;
     eprintln!("ordering property seed: {seed}");
     let mut rng = XorShift(seed);
@@ -215,6 +220,7 @@ async fn the_cluster_serves_every_part_of_the_service() {
     // does not fix: counted as a failed store request.
     for instance in [&service, &*ordering] {
         let failed = instance
+            .admin()
             .metric("occupancy_store_errors_total", &[r#"kind="failed""#])
             .await;
         assert_eq!(
@@ -243,7 +249,7 @@ impl XorShift {
 }
 
 async fn check_ordering_round(
-    service: &Arc<Occupancy>,
+    service: &Arc<InProcess>,
     gate: &OccupancyClient<Channel>,
     connection: &mut redis::cluster_async::ClusterConnection,
     rng: &mut XorShift,

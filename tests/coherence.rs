@@ -107,14 +107,15 @@ async fn a_killed_feed_falls_back_to_redis_and_resynchronises() {
     assert!(breaks >= 1.0, "the change feed broke: {breaks}");
 
     // Once the feed is back the copy is current again and answers from memory.
-    gate.metric_becomes(
-        "occupancy_feed_follows_total",
-        &[],
-        Duration::from_secs(10),
-        "the feed is followed again",
-        |follows| follows >= 2.0,
-    )
-    .await;
+    gate.admin()
+        .metric_becomes(
+            "occupancy_feed_follows_total",
+            &[],
+            Duration::from_secs(10),
+            "the feed is followed again",
+            |follows| follows >= 2.0,
+        )
+        .await;
     gate.wait_feed_up(Duration::from_secs(10)).await;
     assert!(occupied(&mut client, "behind-its-back").await);
     gate.send_webhook(&[("channel_vacated", "behind-its-back")])

@@ -1,5 +1,5 @@
-//! Redis losing its data, against the real binary, a real `redis-server` and the Pusher
-//! stand-in: restarted empty on the same port, or `FLUSHALL`ed under two replicas. Each time the
+//! Redis losing its data, against the service (in the test's process), a real `redis-server`
+//! and the Pusher stand-in: restarted empty on the same port, or `FLUSHALL`ed under two replicas. Each time the
 //! gate keeps answering "occupied" for a channel Pusher lists (never dropping to the emptied
 //! set), notices the loss (`occupancy_store_data_loss_total`), and re-seeds Redis from Pusher's
 //! listing within 2 s, so encoders reading `SISMEMBER` are right again; one replica lists, not
@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
-use support::{Occupancy, PusherStub, RedisServer};
+use support::in_process::InProcess;
+use support::{PusherStub, RedisServer};
 use tonic::transport::Channel;
 
 const SET: &str = "pusher:channels";
 
-fn start(redis: &RedisServer, stub: &PusherStub) -> Occupancy {
-    Occupancy::start(&[
+async fn start(redis: &RedisServer, stub: &PusherStub) -> InProcess {
+    InProcess::start(&[
         "--redis-url".into(),
         redis.url(),
         "--pusher-api-url".into(),
@@ -27,6 +28,7 @@ fn start(redis: &RedisServer, stub: &PusherStub) -> Occupancy {
         "--reconcile-interval".into(),
         "60s".into(),
     ])
+    .await
 }
 
 async fn occupied(gate: &OccupancyClient<Channel>, channel: &str) -> Result<bool, tonic::Status> {
@@ -54,22 +56,6 @@ async fn sismember(redis: &RedisServer, channel: &str) -> bool {
         .query_async(&mut connection)
         .await
         .unwrap_or(false)
-}
-
-/// The sum of the samples of `name` (with every one of `labels`) on the admin listener.
-async fn metric(gate: &Occupancy, name: &str, labels: &[&str]) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", gate.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| {
-            l.split([' ', '{']).next() == Some(name) && labels.iter().all(|x| l.contains(x))
-        })
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
 }
 
 /// Asks `channel` every 20 ms until stopped, counting "vacant" answers and errors.
@@ -159,7 +145,7 @@ async fn redis_restarted_empty_keeps_answers_and_is_reseeded_within_2s() {
     let mut redis = RedisServer::start();
     let stub = PusherStub::start().await;
     stub.set_listing(&["job-1", "job-2"], Duration::ZERO);
-    let service = start(&redis, &stub);
+    let service = start(&redis, &stub).await;
     let gate = OccupancyClient::new(service.channel().await);
     ready(&gate, &redis, "job-1").await;
     // Let a few heartbeats confirm the feed.
@@ -183,7 +169,11 @@ async fn redis_restarted_empty_keeps_answers_and_is_reseeded_within_2s() {
         "{vacant} of {asked} answers said vacant for a channel Pusher lists as occupied"
     );
     assert!(
-        metric(&service, "occupancy_store_data_loss_total", &[]).await >= 1.0,
+        service
+            .admin()
+            .metric("occupancy_store_data_loss_total", &[])
+            .await
+            >= 1.0,
         "the loss is counted"
     );
     assert!(occupied(&gate, "job-1").await.expect("answer"));
@@ -194,8 +184,8 @@ async fn flushall_under_two_replicas_is_repaired_once_without_dark_answers() {
     let redis = RedisServer::start();
     let stub = PusherStub::start().await;
     stub.set_listing(&["job-1"], Duration::ZERO);
-    let a = start(&redis, &stub);
-    let b = start(&redis, &stub);
+    let a = start(&redis, &stub).await;
+    let b = start(&redis, &stub).await;
     let gate_a = OccupancyClient::new(a.channel().await);
     let gate_b = OccupancyClient::new(b.channel().await);
     ready(&gate_a, &redis, "job-1").await;
@@ -252,7 +242,13 @@ async fn flushall_under_two_replicas_is_repaired_once_without_dark_answers() {
         "one replica lists after the loss, not each"
     );
     for service in [&a, &b] {
-        assert!(metric(service, "occupancy_store_data_loss_total", &[]).await >= 1.0);
+        assert!(
+            service
+                .admin()
+                .metric("occupancy_store_data_loss_total", &[])
+                .await
+                >= 1.0
+        );
     }
     assert!(!sismember(&redis, "gone-1").await);
 }
@@ -353,14 +349,15 @@ async fn a_restart_from_an_older_snapshot_is_a_data_loss_too() {
     let mut redis = SnapshotRedis::start();
     let stub = PusherStub::start().await;
     stub.set_listing(&["job-1"], Duration::ZERO);
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--redis-url".into(),
         redis.url(),
         "--pusher-api-url".into(),
         stub.url(),
         "--reconcile-interval".into(),
         "60s".into(),
-    ]);
+    ])
+    .await;
     let gate = OccupancyClient::new(service.channel().await);
     support::eventually(
         Duration::from_secs(10),
@@ -409,5 +406,11 @@ async fn a_restart_from_an_older_snapshot_is_a_data_loss_too() {
     let (asked, vacant, errors) = poller.finish().await;
     eprintln!("{asked} answers, {errors} errors");
     assert_eq!(vacant, 0, "{vacant} of {asked} answers said vacant");
-    assert!(metric(&service, "occupancy_store_data_loss_total", &[]).await >= 1.0);
+    assert!(
+        service
+            .admin()
+            .metric("occupancy_store_data_loss_total", &[])
+            .await
+            >= 1.0
+    );
 }

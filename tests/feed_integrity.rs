@@ -1,4 +1,5 @@
-//! The change feed's integrity, against the real binary and a real `redis-server`: gates on two
+//! The change feed's integrity, against the service (in the test's process, or the binary where
+//! start-up itself is tested) and a real `redis-server`: gates on two
 //! databases of one Redis do not hear each other; a skipped or repeated change number makes the
 //! copy reload (a forged line never sticks); a replica whose feed is cut tells its watchers to
 //! start over; a feed that breaks is caught up; keys that would share their bookkeeping (`K` and
@@ -12,19 +13,21 @@ use std::time::{Duration, Instant};
 use occupancy::proto::occupancy_client::OccupancyClient;
 use occupancy::proto::watch_occupancy_response::Kind;
 use occupancy::proto::{IsOccupiedRequest, WatchOccupancyRequest, WatchOccupancyResponse};
-use support::{Occupancy, PusherStub, RedisServer};
+use support::in_process::InProcess;
+use support::{PusherStub, RedisServer};
 use tonic::Streaming;
 use tonic::transport::Channel;
 
 const FEED: &str = "{pusher:channels}:changes";
 
-fn start(url: String, stub: &PusherStub) -> Occupancy {
-    Occupancy::start(&[
+async fn start(url: String, stub: &PusherStub) -> InProcess {
+    InProcess::start(&[
         "--redis-url".into(),
         url,
         "--pusher-api-url".into(),
         stub.url(),
     ])
+    .await
 }
 
 async fn occupied(gate: &OccupancyClient<Channel>, channel: &str) -> bool {
@@ -37,22 +40,6 @@ async fn occupied(gate: &OccupancyClient<Channel>, channel: &str) -> bool {
         .unwrap_or_else(|s| panic!("IsOccupied({channel}): {s:?}"))
         .into_inner()
         .occupied
-}
-
-/// The sum of the samples of `name` (with every one of `labels`) on the admin listener.
-async fn metric(gate: &Occupancy, name: &str, labels: &[&str]) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", gate.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| {
-            l.split([' ', '{']).next() == Some(name) && labels.iter().all(|x| l.contains(x))
-        })
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
 }
 
 async fn publish(redis: &RedisServer, channel: &str, payload: &str) {
@@ -69,8 +56,8 @@ async fn gates_on_two_databases_of_one_redis_do_not_hear_each_other() {
     let redis = RedisServer::start();
     let stub = PusherStub::start().await;
     let base = format!("redis://127.0.0.1:{}", redis.port);
-    let db0 = start(format!("{base}/0"), &stub);
-    let db1 = start(format!("{base}/1"), &stub);
+    let db0 = start(format!("{base}/0"), &stub).await;
+    let db1 = start(format!("{base}/1"), &stub).await;
     let (gate0, gate1) = (
         OccupancyClient::new(db0.channel().await),
         OccupancyClient::new(db1.channel().await),
@@ -104,7 +91,7 @@ async fn gates_on_two_databases_of_one_redis_do_not_hear_each_other() {
 async fn a_skipped_or_repeated_change_number_reloads_the_copy() {
     let redis = RedisServer::start();
     let stub = PusherStub::start().await;
-    let service = start(redis.url(), &stub);
+    let service = start(redis.url(), &stub).await;
     let gate = OccupancyClient::new(service.channel().await);
     service
         .send_webhook(&[("channel_occupied", "real-1")])
@@ -120,12 +107,10 @@ async fn a_skipped_or_repeated_change_number_reloads_the_copy() {
     // never held the forged channel.
     publish(&redis, FEED, "#7\n+forged-gap").await;
     support::eventually(Duration::from_secs(2), "a reload after the gap", || async {
-        metric(
-            &service,
-            "occupancy_feed_resyncs_total",
-            &["reason=\"gap\""],
-        )
-        .await
+        service
+            .admin()
+            .metric("occupancy_feed_resyncs_total", &["reason=\"gap\""])
+            .await
             >= 1.0
     })
     .await;
@@ -142,12 +127,10 @@ async fn a_skipped_or_repeated_change_number_reloads_the_copy() {
         Duration::from_secs(2),
         "a reload after the regression",
         || async {
-            metric(
-                &service,
-                "occupancy_feed_resyncs_total",
-                &["reason=\"regression\""],
-            )
-            .await
+            service
+                .admin()
+                .metric("occupancy_feed_resyncs_total", &["reason=\"regression\""])
+                .await
                 >= 1.0
         },
     )
@@ -183,7 +166,8 @@ async fn a_watcher_gets_reset_when_the_feed_is_cut() {
     let service = start(
         format!("redis://gate:gatepw@127.0.0.1:{}/", redis.port),
         &stub,
-    );
+    )
+    .await;
     service.send_webhook(&[("channel_occupied", "job-1")]).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut stream = OccupancyClient::new(service.channel().await)
@@ -219,7 +203,7 @@ async fn a_watcher_gets_reset_when_the_feed_is_cut() {
     assert!(reset, "no RESET within {:?} of the cut", bound * 2);
     eprintln!("RESET {:?} after the cut", cut.elapsed());
     support::eventually(Duration::from_secs(3), "feed_up 0", || async {
-        metric(&service, "occupancy_feed_up", &[]).await == 0.0
+        service.admin().metric("occupancy_feed_up", &[]).await == 0.0
     })
     .await;
     // Answers still come, from Redis now.
@@ -231,14 +215,15 @@ async fn a_feed_that_breaks_reloads_and_asks_for_a_repair() {
     let redis = RedisServer::start();
     let stub = PusherStub::start().await;
     stub.set_listing(&["listed-1"], Duration::ZERO);
-    let service = Occupancy::start(&[
+    let service = InProcess::start(&[
         "--redis-url".into(),
         redis.url(),
         "--pusher-api-url".into(),
         stub.url(),
         "--reconcile-interval".into(),
         "60s".into(),
-    ]);
+    ])
+    .await;
     let gate = OccupancyClient::new(service.channel().await);
     support::eventually(Duration::from_secs(5), "start-up reconcile", || async {
         occupied(&gate, "listed-1").await
@@ -254,18 +239,16 @@ async fn a_feed_that_breaks_reloads_and_asks_for_a_repair() {
         Duration::from_secs(3),
         "a reload after the break",
         || async {
-            metric(
-                &service,
-                "occupancy_feed_resyncs_total",
-                &["reason=\"reconnect\""],
-            )
-            .await
+            service
+                .admin()
+                .metric("occupancy_feed_resyncs_total", &["reason=\"reconnect\""])
+                .await
                 >= 1.0
         },
     )
     .await;
     assert!(occupied(&gate, "listed-1").await);
-    assert_eq!(metric(&service, "occupancy_feed_up", &[]).await, 1.0);
+    assert_eq!(service.admin().metric("occupancy_feed_up", &[]).await, 1.0);
 }
 
 #[test]
@@ -330,11 +313,12 @@ async fn only_a_replicas_own_heartbeat_keeps_its_copy_answering() {
     let a = start(
         format!("redis://gate-a:apw@127.0.0.1:{}/", redis.port),
         &stub,
-    );
-    let b = start(redis.url(), &stub);
+    )
+    .await;
+    let b = start(redis.url(), &stub).await;
     for gate in [&a, &b] {
         support::eventually(Duration::from_secs(5), "feed_up", || async {
-            metric(gate, "occupancy_feed_up", &[]).await == 1.0
+            gate.admin().metric("occupancy_feed_up", &[]).await == 1.0
         })
         .await;
     }
@@ -348,8 +332,8 @@ async fn only_a_replicas_own_heartbeat_keeps_its_copy_answering() {
     support::eventually(
         occupancy::wire::STALENESS_BOUND * 3,
         "replica a stops answering from memory",
-        || async { metric(&a, "occupancy_feed_up", &[]).await == 0.0 },
+        || async { a.admin().metric("occupancy_feed_up", &[]).await == 0.0 },
     )
     .await;
-    assert_eq!(metric(&b, "occupancy_feed_up", &[]).await, 1.0);
+    assert_eq!(b.admin().metric("occupancy_feed_up", &[]).await, 1.0);
 }

@@ -4,5 +4,5 @@ mod publisher;
 pub mod signing;
 
 pub(crate) use self::publisher::Upstream;
-pub use self::publisher::{ListingError, PublishError, Publisher, PublisherConfig, cluster_url};
+pub use self::publisher::{ListingError, PublishError, Publisher};
 pub use crate::error_chain::error_chain;

@@ -8,34 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use super::signing::signed_query;
+use crate::app_config::AppConfig;
 use crate::channel::{ChannelName, ChannelNameError};
 use crate::metrics::{Metrics, count, observe};
-
-/// Where and as whom to publish.
-#[derive(Clone)]
-pub struct PublisherConfig {
-    /// Base URL of the API: `https://api-<cluster>.pusher.com`, or a Pusher-compatible server.
-    pub api_url: Url,
-    /// The Pusher app id.
-    pub app_id: String,
-    /// The app key that signs requests.
-    pub key: String,
-    /// The app secret; never logged.
-    pub secret: SecretString,
-    /// The limit on one whole request, connection included.
-    pub timeout: Duration,
-    /// Extra CA certificates (PEM) to trust, for a self-hosted server with a private CA.
-    pub extra_ca: Option<Vec<u8>>,
-}
-
-/// The API base URL of a Pusher cluster such as `mt1` or `eu`.
-pub fn cluster_url(cluster: &str) -> Result<Url, url::ParseError> {
-    Url::parse(&format!("https://api-{cluster}.pusher.com"))
-}
 
 /// Why an event was not published. Each keeps the reason so the caller is never left guessing.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +64,10 @@ struct TriggerBody<'a> {
 #[derive(Clone)]
 pub struct Publisher {
     http: reqwest::Client,
-    config: PublisherConfig,
+    /// The app published to: its id, signing key and secret, and API base URL.
+    app: AppConfig,
+    /// The limit on one whole request, connection included (`--pusher-timeout`).
+    timeout: Duration,
     events_path: String,
     events_url: Url,
     channels_path: String,
@@ -157,7 +139,7 @@ impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("events_url", &self.events_url.as_str())
-            .field("key", &self.config.key)
+            .field("key", &self.app.key)
             .finish_non_exhaustive()
     }
 }
@@ -168,9 +150,16 @@ const MAX_REASON_LEN: usize = 300;
 impl Publisher {
     /// Builds the client once, counting its requests into `metrics`; fails only if the TLS
     /// stack cannot be set up or the extra CA is not PEM.
-    pub fn new(config: PublisherConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+    /// `timeout` bounds each request, connection included; `extra_ca` (PEM) is trusted beside
+    /// the system's roots, for a self-hosted server with a private CA.
+    pub fn new(
+        app: &AppConfig,
+        timeout: Duration,
+        extra_ca: Option<&[u8]>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder();
-        if let Some(pem) = &config.extra_ca {
+        if let Some(pem) = extra_ca {
             for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
                 builder = builder.add_root_certificate(certificate);
             }
@@ -178,24 +167,25 @@ impl Publisher {
         // One pool per app, kept warm across publishes: keep-alive connections are reused.
         let http = builder
             .pool_max_idle_per_host(32)
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("occupancy/", env!("CARGO_PKG_VERSION")))
             // A redirect would re-send a signed request to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         // A base URL with a path (a proxy prefix) keeps it; the signature covers the full path.
-        let prefix = config.api_url.path().trim_end_matches('/');
-        let events_path = format!("{prefix}/apps/{}/events", config.app_id);
-        let mut events_url = config.api_url.clone();
+        let prefix = app.api_url.path().trim_end_matches('/');
+        let events_path = format!("{prefix}/apps/{}/events", app.id);
+        let mut events_url = app.api_url.clone();
         events_url.set_path(&events_path);
-        let channels_path = format!("{prefix}/apps/{}/channels", config.app_id);
-        let mut channels_url = config.api_url.clone();
+        let channels_path = format!("{prefix}/apps/{}/channels", app.id);
+        let mut channels_url = app.api_url.clone();
         channels_url.set_path(&channels_path);
         Ok(Self {
             http,
-            config,
+            app: app.clone(),
+            timeout,
             events_path,
             events_url,
             channels_path,
@@ -222,8 +212,8 @@ impl Publisher {
         .map_err(PublishError::Encode)?;
         let timestamp = crate::clock::now_secs();
         let query = signed_query(
-            &self.config.key,
-            self.config.secret.expose_secret(),
+            &self.app.key,
+            self.app.secret.expose_secret(),
             "POST",
             &self.events_path,
             &body,
@@ -261,8 +251,8 @@ impl Publisher {
     /// lines into the change feed, means the answer is not what Pusher sends).
     pub async fn channels(&self) -> Result<Vec<String>, ListingError> {
         let query = signed_query(
-            &self.config.key,
-            self.config.secret.expose_secret(),
+            &self.app.key,
+            self.app.secret.expose_secret(),
             "GET",
             &self.channels_path,
             b"",
@@ -320,14 +310,14 @@ impl Publisher {
         params: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<Upstream, PublishError> {
-        let prefix = self.config.api_url.path().trim_end_matches('/');
-        let path = format!("{prefix}/apps/{}/{suffix}", self.config.app_id);
-        let mut url = self.config.api_url.clone();
+        let prefix = self.app.api_url.path().trim_end_matches('/');
+        let path = format!("{prefix}/apps/{}/{suffix}", self.app.id);
+        let mut url = self.app.api_url.clone();
         url.set_path(&path);
         let query = super::signing::sign_with(
             params,
-            &self.config.key,
-            self.config.secret.expose_secret(),
+            &self.app.key,
+            self.app.secret.expose_secret(),
             method.as_str(),
             &path,
             &body,
@@ -363,7 +353,7 @@ impl Publisher {
     /// A transport failure without the request URL, whose query carries the signature.
     fn transport_error(&self, err: reqwest::Error) -> PublishError {
         if err.is_timeout() {
-            PublishError::Timeout(self.config.timeout)
+            PublishError::Timeout(self.timeout)
         } else {
             // Without the URL: its query carries the request's signature.
             PublishError::Unreachable(err.without_url())

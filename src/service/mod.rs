@@ -35,7 +35,7 @@ use crate::config::{Config, GrpcTls, StoreChoice};
 use crate::grpc_auth::BearerTokens;
 use crate::grpc_listener;
 use crate::metrics::Metrics;
-use crate::pusher::{Publisher, PublisherConfig};
+use crate::pusher::Publisher;
 use crate::pusher_api::{AppKeys, PusherApiAccess};
 use crate::store::{MemoryStore, RedisBackend, RedisStoreConfig, Store, StoreKeys};
 use crate::webhook::{WebhookKey, WebhookKeys};
@@ -316,14 +316,9 @@ fn build(
     let mut webhook_keys = Vec::new();
     for (index, (app, store)) in config.apps.iter().zip(stores).enumerate() {
         let publisher = Publisher::new(
-            PublisherConfig {
-                api_url: app.api_url.clone(),
-                app_id: app.id.clone(),
-                key: app.key.clone(),
-                secret: app.secret.clone(),
-                timeout: config.pusher_timeout,
-                extra_ca: config.pusher_ca.clone(),
-            },
+            app,
+            config.pusher_timeout,
+            config.pusher_ca.as_deref(),
             metrics.clone(),
         )
         .map_err(ServeError::PusherClient)?;

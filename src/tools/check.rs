@@ -15,7 +15,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{ToolError, runtime, usage};
-use crate::apps::check_app_id;
+use crate::app_config::check_app_id;
 use crate::channel::ChannelName;
 use crate::proto::IsOccupiedRequest;
 use crate::proto::occupancy_client::OccupancyClient;

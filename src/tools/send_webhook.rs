@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::{ToolError, runtime, usage};
-use crate::apps::check_key;
+use crate::app_config::check_key;
 use crate::channel::ChannelName;
 use crate::webhook::{WEBHOOK_PATH, sign};
 

@@ -19,6 +19,8 @@ pub struct InProcess {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Where Pusher's HTTP API is answered, when `--pusher-api-addr` was given.
+    pub pusher_api_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -56,6 +58,7 @@ impl InProcess {
             }
         }
         all.extend(args.iter().cloned());
+        refuse_service_environment();
         let config = Cli::try_parse_from(&all)
             .expect("the options parse")
             .into_config()
@@ -76,6 +79,7 @@ impl InProcess {
                     service.grpc_addr(),
                     service.http_addr(),
                     service.admin_addr(),
+                    service.pusher_api_addr(),
                 ));
                 service
                     .run(run_until)
@@ -83,7 +87,7 @@ impl InProcess {
                     .expect("the service runs and drains");
             });
         });
-        let (grpc_addr, http_addr, admin_addr) =
+        let (grpc_addr, http_addr, admin_addr, pusher_api_addr) =
             tokio::time::timeout(Duration::from_secs(20), addrs)
                 .await
                 .expect("the service bound its listeners within 20 s")
@@ -92,6 +96,7 @@ impl InProcess {
             grpc_addr,
             http_addr,
             admin_addr,
+            pusher_api_addr,
             shutdown,
             thread: Some(thread),
         }
@@ -134,6 +139,23 @@ impl InProcess {
         )
         .await
     }
+}
+
+/// The options are parsed in this process, so its environment counts as the service's would: a
+/// `REDIS_URL` left exported in a developer's shell would turn an in-memory test into a Redis one
+/// (the process harness removes it from the child). Refused plainly rather than obeyed.
+fn refuse_service_environment() {
+    use clap::CommandFactory;
+    let set: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .filter(|name| std::env::var_os(name).is_some())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        set.is_empty(),
+        "unset {set:?} to run the tests: the in-process service would read them as its options"
+    );
 }
 
 impl Drop for InProcess {

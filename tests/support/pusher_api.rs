@@ -2,15 +2,15 @@
 //! signed exactly as Pusher's official server SDKs sign them.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use super::{KEY, Occupancy, PusherStub, RedisServer, SECRET, TestPki, free_port, now_ms};
+use super::in_process::InProcess;
+use super::{KEY, PusherStub, RedisServer, SECRET, TestPki, now_ms};
 
-/// The service answering Pusher's HTTP API in front of the stand-in.
+/// The service (in the test's process) answering Pusher's HTTP API in front of the stand-in.
 pub struct ApiGate {
     pub redis: RedisServer,
     pub stub: PusherStub,
-    pub service: Occupancy,
+    pub service: InProcess,
     pub api: SocketAddr,
     http: reqwest::Client,
     /// `http://127.0.0.1:port`, or `https://localhost:port` with TLS.
@@ -18,7 +18,7 @@ pub struct ApiGate {
 }
 
 impl ApiGate {
-    /// Starts Redis, the stand-in and the binary with `extra` flags (a `--pusher-api-url` in
+    /// Starts Redis, the stand-in and the service with `extra` flags (a `--pusher-api-url` in
     /// `extra` replaces the stand-in's).
     pub async fn start(extra: &[&str]) -> Self {
         Self::start_with(extra, None).await
@@ -29,19 +29,18 @@ impl ApiGate {
     pub async fn start_with(extra: &[&str], pki: Option<&TestPki>) -> Self {
         let stub = PusherStub::start().await;
         let redis = RedisServer::start();
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut args: Vec<String> = vec![
             "--redis-url".into(),
             redis.url(),
             "--pusher-api-addr".into(),
-            api.to_string(),
+            "127.0.0.1:0".into(),
         ];
         if !extra.contains(&"--pusher-api-url") {
             args.extend(["--pusher-api-url".to_owned(), stub.url()]);
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
-        let base = match pki {
+        let tls = match pki {
             Some(pki) => {
                 args.extend([
                     "--pusher-api-tls-cert".to_owned(),
@@ -51,20 +50,19 @@ impl ApiGate {
                 ]);
                 let ca = std::fs::read(&pki.ca_cert).unwrap();
                 http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
-                format!("https://localhost:{}", api.port())
+                true
             }
-            None => format!("http://{api}"),
+            None => false,
         };
-        let service = Occupancy::start(&args);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(api).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the Pusher API listener did not open; log:\n{}",
-                service.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let service = InProcess::start(&args).await;
+        let api = service
+            .pusher_api_addr
+            .expect("the service serves the Pusher API when --pusher-api-addr is given");
+        let base = if tls {
+            format!("https://localhost:{}", api.port())
+        } else {
+            format!("http://{api}")
+        };
         Self {
             redis,
             stub,
@@ -181,21 +179,9 @@ impl ApiGate {
 
     /// The sum of the series of metric `name` carrying every label of `labels`.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.service.admin_url()))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .filter(|line| line.starts_with(&format!("{name}{{")))
-            .filter(|line| {
-                labels
-                    .iter()
-                    .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        self.service.admin().metric(name, &labels).await
     }
 }
 

@@ -54,20 +54,6 @@ impl Occupancy {
         self.admin().metric(name, labels).await
     }
 
-    /// See [`Admin::metric_becomes`].
-    pub async fn metric_becomes(
-        &self,
-        name: &str,
-        labels: &[&str],
-        within: Duration,
-        what: &str,
-        holds: impl Fn(f64) -> bool,
-    ) -> f64 {
-        self.admin()
-            .metric_becomes(name, labels, within, what, holds)
-            .await
-    }
-
     /// See [`Admin::wait_feed_up`].
     pub async fn wait_feed_up(&self, within: Duration) {
         self.admin().wait_feed_up(within).await;
