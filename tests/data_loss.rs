@@ -58,6 +58,15 @@ async fn sismember(redis: &RedisServer, channel: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `service` counted a data loss (`occupancy_store_data_loss_total`).
+async fn noticed_loss(service: &InProcess) -> bool {
+    service
+        .admin()
+        .metric("occupancy_store_data_loss_total", &[])
+        .await
+        >= 1.0
+}
+
 /// Asks `channel` every 20 ms until stopped, counting "vacant" answers and errors.
 struct Poller {
     stop: Arc<AtomicBool>,
@@ -168,14 +177,7 @@ async fn redis_restarted_empty_keeps_answers_and_is_reseeded_within_2s() {
         vacant, 0,
         "{vacant} of {asked} answers said vacant for a channel Pusher lists as occupied"
     );
-    assert!(
-        service
-            .admin()
-            .metric("occupancy_store_data_loss_total", &[])
-            .await
-            >= 1.0,
-        "the loss is counted"
-    );
+    assert!(noticed_loss(&service).await, "the loss is counted");
     assert!(occupied(&gate, "job-1").await.expect("answer"));
 }
 
@@ -242,13 +244,7 @@ async fn flushall_under_two_replicas_is_repaired_once_without_dark_answers() {
         "one replica lists after the loss, not each"
     );
     for service in [&a, &b] {
-        assert!(
-            service
-                .admin()
-                .metric("occupancy_store_data_loss_total", &[])
-                .await
-                >= 1.0
-        );
+        assert!(noticed_loss(service).await);
     }
     assert!(!sismember(&redis, "gone-1").await);
 }
@@ -406,11 +402,5 @@ async fn a_restart_from_an_older_snapshot_is_a_data_loss_too() {
     let (asked, vacant, errors) = poller.finish().await;
     eprintln!("{asked} answers, {errors} errors");
     assert_eq!(vacant, 0, "{vacant} of {asked} answers said vacant");
-    assert!(
-        service
-            .admin()
-            .metric("occupancy_store_data_loss_total", &[])
-            .await
-            >= 1.0
-    );
+    assert!(noticed_loss(&service).await);
 }
