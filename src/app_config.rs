@@ -37,6 +37,14 @@ pub struct AppConfig {
     pub redis_key: String,
 }
 
+impl AppConfig {
+    /// Every key/secret pair that may sign for this app: its own first, then the rotation's.
+    pub fn key_pairs(&self) -> impl Iterator<Item = (&String, &SecretString)> {
+        std::iter::once((&self.key, &self.secret))
+            .chain(self.extra_keys.iter().map(|(key, secret)| (key, secret)))
+    }
+}
+
 /// A problem with the apps file or the app flags; names the place, never a secret.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -286,7 +294,7 @@ pub fn check_distinct(apps: &[AppConfig]) -> Result<(), AppsError> {
             )));
         }
         check_derived_keys(app, &mut derived)?;
-        for key in std::iter::once(&app.key).chain(app.extra_keys.iter().map(|(k, _)| k)) {
+        for (key, _) in app.key_pairs() {
             if !webhook_keys.insert(key.as_str()) {
                 return Err(AppsError(format!(
                     "app {}: key {key} is used by another app (or twice)",

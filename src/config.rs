@@ -16,6 +16,7 @@ use crate::app_config::{AppConfig, RawApp, load_apps_file};
 use crate::gate::StoreDownPolicy;
 use crate::grpc_listener::GrpcLimits;
 use crate::http_listener::HttpLimits;
+use crate::store::RedisStoreConfig;
 
 /// The command line. Not `Debug`: it holds secrets.
 #[derive(Parser)]
@@ -268,15 +269,9 @@ fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
 pub enum StoreChoice {
     /// In this process only.
     Memory,
-    /// In Redis, shared with encoders and other replicas.
-    Redis {
-        /// The URL, possibly holding a password.
-        url: String,
-        /// Connect and answer timeout.
-        timeout: Duration,
-        /// PEM CA certificates to trust for TLS to Redis.
-        ca: Option<Vec<u8>>,
-    },
+    /// In Redis, shared with encoders and other replicas: its URL (possibly holding a password),
+    /// timeout and CA, as the store takes them.
+    Redis(RedisStoreConfig),
 }
 
 /// A checked configuration.
@@ -424,11 +419,11 @@ impl Cli {
                 // message never quotes the URL: it may hold a password.
                 crate::store::check_redis_url(&url, ca.as_deref())
                     .map_err(|e| invalid("--redis-url / REDIS_URL", e.to_string()))?;
-                StoreChoice::Redis {
+                StoreChoice::Redis(RedisStoreConfig {
                     url,
                     timeout: self.redis_timeout,
                     ca,
-                }
+                })
             }
             _ => StoreChoice::Memory,
         })

@@ -37,7 +37,7 @@ use crate::grpc_listener;
 use crate::metrics::Metrics;
 use crate::pusher::Publisher;
 use crate::pusher_api::{AppKeys, PusherApiAccess};
-use crate::store::{MemoryStore, RedisBackend, RedisStoreConfig, Store, StoreKeys};
+use crate::store::{MemoryStore, RedisBackend, Store, StoreKeys};
 use crate::webhook::{WebhookKey, WebhookKeys};
 
 /// The stores of every app, all of one kind.
@@ -232,16 +232,9 @@ fn build_stores(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Store
                 redis: None,
             })
         }
-        StoreChoice::Redis { url, timeout, ca } => {
-            let mut backend = RedisBackend::new(
-                &RedisStoreConfig {
-                    url: url.clone(),
-                    timeout: *timeout,
-                    ca: ca.clone(),
-                },
-                metrics.clone(),
-            )
-            .context("--redis-url / REDIS_URL")?;
+        StoreChoice::Redis(redis) => {
+            let mut backend =
+                RedisBackend::new(redis, metrics.clone()).context("--redis-url / REDIS_URL")?;
             tracing::info!(store = %backend.describe(), "using Redis");
             let apps = config
                 .apps
@@ -322,9 +315,7 @@ fn build(
             metrics.clone(),
         )
         .map_err(ServeError::PusherClient)?;
-        for (key, secret) in std::iter::once((&app.key, &app.secret))
-            .chain(app.extra_keys.iter().map(|(k, s)| (k, s)))
-        {
+        for (key, secret) in app.key_pairs() {
             webhook_keys.push(WebhookKey {
                 key: key.clone(),
                 secret: secret.clone(),
@@ -346,8 +337,9 @@ fn build(
                 .iter()
                 .map(|app| AppKeys {
                     app_id: app.id.clone(),
-                    keys: std::iter::once((app.key.clone(), app.secret.clone()))
-                        .chain(app.extra_keys.iter().cloned())
+                    keys: app
+                        .key_pairs()
+                        .map(|(key, secret)| (key.clone(), secret.clone()))
                         .collect(),
                 })
                 .collect(),
