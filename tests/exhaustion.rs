@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use occupancy::proto::IsOccupiedRequest;
 use occupancy::proto::occupancy_client::OccupancyClient;
-use support::probe::{closed_within, memory, metric, mib};
+use support::probe::{closed_within, memory, mib};
 use support::{KEY, Occupancy};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -153,13 +153,15 @@ async fn many_slow_bodies_stay_within_the_buffer_budget_and_pusher_gets_through_
         mib(rss),
         mib(RSS_BOUND)
     );
-    let admin = gate.admin_url();
+    let admin = gate.admin();
     // Eight bodies of 512 KiB fill the 4 MiB budget; every other peer is refused. With the
     // listen backlog at mio's 128, one or two peers in about four runs were lost here: reset by
     // the kernel after their handshake overflowed the accept queue, never seen by the server.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let refused = metric(&admin, "occupancy_webhook_requests_total", &["over_budget"]).await;
+        let refused = admin
+            .metric("occupancy_webhook_requests_total", &["over_budget"])
+            .await;
         if refused == (PEERS - 8) as f64 {
             break;
         }
@@ -167,11 +169,11 @@ async fn many_slow_bodies_stay_within_the_buffer_budget_and_pusher_gets_through_
             Instant::now() < deadline,
             "{refused} of {PEERS} peers refused; attackers' side: {}; metrics:\n{}",
             census(&held),
-            support::probe::metrics_text(&admin).await
+            admin.metrics_text().await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let buffered = metric(&admin, "occupancy_webhook_buffered_bytes", &[]).await;
+    let buffered = admin.metric("occupancy_webhook_buffered_bytes", &[]).await;
     assert_eq!(
         buffered,
         (8 * DECLARED) as f64,
@@ -188,10 +190,11 @@ async fn many_slow_bodies_stay_within_the_buffer_budget_and_pusher_gets_through_
 
     // ...and once the peers go away, it is applied.
     drop(held);
-    support::eventually(Duration::from_secs(5), "the budget is returned", || {
-        let admin = admin.clone();
-        async move { metric(&admin, "occupancy_webhook_buffered_bytes", &[]).await == 0.0 }
-    })
+    support::eventually(
+        Duration::from_secs(5),
+        "the budget is returned",
+        || async move { admin.metric("occupancy_webhook_buffered_bytes", &[]).await == 0.0 },
+    )
     .await;
     let (status, body) = gate.send_webhook(&[("channel_occupied", "after")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -240,12 +243,8 @@ async fn a_declared_body_over_the_default_limit_is_refused_before_it_is_read() {
         "{answer:?}"
     );
     assert_eq!(
-        metric(
-            &gate.admin_url(),
-            "occupancy_webhook_requests_total",
-            &["too_large"]
-        )
-        .await,
+        gate.metric("occupancy_webhook_requests_total", &["too_large"])
+            .await,
         1.0
     );
 
@@ -317,8 +316,7 @@ async fn past_the_grpc_connection_cap_new_connections_are_closed_at_once() {
         started.elapsed()
     );
     assert!(
-        metric(
-            &gate.admin_url(),
+        gate.metric(
             "occupancy_connections_refused_total",
             &["listener=\"grpc\""]
         )
@@ -581,12 +579,9 @@ async fn partial_grpc_messages_on_many_streams_stay_within_the_buffer_budget() {
             exhausted += 1;
         }
     }
-    let refused = metric(
-        &gate.admin_url(),
-        "occupancy_grpc_requests_refused_total",
-        &["buffer_budget"],
-    )
-    .await;
+    let refused = gate
+        .metric("occupancy_grpc_requests_refused_total", &["buffer_budget"])
+        .await;
     assert!(
         exhausted > 500 && refused >= exhausted as f64,
         "{exhausted} answered RESOURCE_EXHAUSTED, {refused} counted"

@@ -21,20 +21,6 @@ async fn scard(redis: &RedisServer) -> u64 {
         .expect("SCARD")
 }
 
-/// The sum of the samples of metric `name` whose labels include all of `labels`.
-async fn metric(gate: &Occupancy, name: &str, labels: &[&str]) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", gate.admin_url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 /// `SLOWLOG` times a command from start to end on the wall clock, so on a machine with far more
 /// runnable processes than cores a 2 ms script that the kernel preempts is logged at 50 ms. Raising
 /// this Redis's priority (possible as root, as in CI's container) makes the log measure Redis's own
@@ -119,12 +105,9 @@ async fn a_200000_channel_listing_is_applied_with_no_redis_command_over_50_ms() 
     ]);
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
-        let rounds = metric(
-            &gate,
-            "occupancy_reconcile_rounds_total",
-            &["result=\"repaired\""],
-        )
-        .await;
+        let rounds = gate
+            .metric("occupancy_reconcile_rounds_total", &["result=\"repaired\""])
+            .await;
         if rounds >= 1.0 {
             break;
         }
@@ -159,21 +142,13 @@ async fn a_200000_channel_listing_is_applied_with_no_redis_command_over_50_ms() 
         .expect("SISMEMBER");
     assert!(!is_member, "stale members were removed");
     assert_eq!(
-        metric(
-            &gate,
-            "occupancy_reconcile_repairs_total",
-            &["change=\"added\""]
-        )
-        .await,
+        gate.metric("occupancy_reconcile_repairs_total", &["change=\"added\""])
+            .await,
         LISTED as f64
     );
     assert_eq!(
-        metric(
-            &gate,
-            "occupancy_reconcile_repairs_total",
-            &["change=\"removed\""]
-        )
-        .await,
+        gate.metric("occupancy_reconcile_repairs_total", &["change=\"removed\""])
+            .await,
         STALE as f64
     );
     let slow: Vec<redis::Value> = redis::cmd("SLOWLOG")
@@ -220,8 +195,7 @@ async fn a_listing_naming_an_invalid_channel_changes_nothing_and_is_counted() {
         Duration::from_secs(10),
         "the refused listing is counted",
         || async {
-            metric(
-                &gate,
+            gate.metric(
                 "occupancy_reconcile_rounds_total",
                 &["result=\"listing_refused\""],
             )
@@ -233,7 +207,7 @@ async fn a_listing_naming_an_invalid_channel_changes_nothing_and_is_counted() {
     assert!(stub.listings() >= 1);
     assert_eq!(redis.members(SET).await, ["kept"], "nothing changed");
     assert_eq!(
-        metric(&gate, "occupancy_reconcile_repairs_total", &[]).await,
+        gate.metric("occupancy_reconcile_repairs_total", &[]).await,
         0.0
     );
 

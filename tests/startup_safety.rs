@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::probe::{health, metric};
+use support::probe::health;
 use support::{Occupancy, RedisServer};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -127,7 +127,7 @@ async fn health_is_serving_as_soon_as_redis_answers() {
 async fn a_grpc_port_anyone_can_call_is_flagged() {
     let open = Occupancy::start_at("0.0.0.0:0", "127.0.0.1:0", &[]);
     assert_eq!(
-        metric(&open.admin_url(), "occupancy_grpc_insecure", &[]).await,
+        open.metric("occupancy_grpc_insecure", &[]).await,
         1.0,
         "beyond loopback without tokens"
     );
@@ -137,13 +137,13 @@ async fn a_grpc_port_anyone_can_call_is_flagged() {
         &["--grpc-tokens".into(), "a-token".into()],
     );
     assert_eq!(
-        metric(&with_tokens.admin_url(), "occupancy_grpc_insecure", &[]).await,
+        with_tokens.metric("occupancy_grpc_insecure", &[]).await,
         0.0,
         "tokens tell callers apart"
     );
     let local = Occupancy::start(&[]);
     assert_eq!(
-        metric(&local.admin_url(), "occupancy_grpc_insecure", &[]).await,
+        local.metric("occupancy_grpc_insecure", &[]).await,
         0.0,
         "loopback only"
     );

@@ -1,5 +1,5 @@
-//! Reading a running service from outside: its metrics, its memory, its health, and raw sockets
-//! that say as little as an attacker would.
+//! Reading a running service from outside: its memory, its health, and raw sockets that say as
+//! little as an attacker would (its metrics: `state::Admin`).
 
 use std::time::{Duration, Instant};
 
@@ -8,29 +8,6 @@ use tokio::net::TcpStream;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-/// The sum of the samples of `name` whose labels include every one of `labels`, from the
-/// admin listener's `/metrics`.
-pub async fn metric(admin_url: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics_text(admin_url)
-        .await
-        .lines()
-        .filter(|l| {
-            l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|label| l.contains(label))
-        })
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
-/// The admin listener's `/metrics`, as text.
-pub async fn metrics_text(admin_url: &str) -> String {
-    reqwest::get(format!("{admin_url}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
 
 /// Resident memory of process `pid` now and at its peak, in bytes (`VmRSS`, `VmHWM`).
 pub fn memory(pid: u32) -> (u64, u64) {
