@@ -2,9 +2,9 @@
 //! friends) or from an apps file (`--apps-file`, TOML, one `[[app]]` table per app), both
 //! through [`RawApp::check`], so the two ways cannot disagree on what is valid.
 //!
-//! A leaf of the crate (it needs only URL and key checks): the configuration, the Pusher client
-//! and the registry of served apps ([`crate::apps`]) all read [`AppConfig`] without importing one
-//! another.
+//! It uses only the URL checks and the store's key naming, never the Pusher client or the
+//! registry of served apps ([`crate::apps`]): the configuration, the Pusher client and the
+//! registry all read [`AppConfig`] without importing one another.
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -45,19 +45,13 @@ impl BearerTokens {
     /// Accepts any of `tokens`; none means every call is let through. Refusals are counted in
     /// `metrics`.
     pub fn new(tokens: &[SecretString], metrics: &Metrics) -> Self {
-        let refused = |reason: &str| {
-            metrics
-                .grpc_requests_refused
-                .get_or_create(&vec![("reason", reason.to_owned())])
-                .clone()
-        };
         Self {
             digests: tokens
                 .iter()
                 .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into())
                 .collect(),
-            no_token: refused("no_token"),
-            unknown_token: refused("unknown_token"),
+            no_token: metrics.grpc_refused("no_token"),
+            unknown_token: metrics.grpc_refused("unknown_token"),
         }
     }
 

@@ -285,6 +285,14 @@ impl Metrics {
         }
     }
 
+    /// The counter of gRPC requests refused for `reason` before their handler saw them, for a
+    /// part that counts only that one series.
+    pub fn grpc_refused(&self, reason: &str) -> Counter {
+        self.grpc_requests_refused
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .clone()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut text = String::new();

@@ -307,10 +307,7 @@ fn spawn_grpc(
         .max_decoding_message_size(GRPC_MAX_MESSAGE_BYTES);
     let budget = crate::grpc_budget::RequestBudget::new(
         crate::grpc_budget::GRPC_BUFFER_BUDGET_BYTES,
-        metrics
-            .grpc_requests_refused
-            .get_or_create(&vec![("reason", "buffer_budget".to_owned())])
-            .clone(),
+        metrics.grpc_refused("buffer_budget"),
     );
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(GRPC_MAX_CONCURRENT_STREAMS)

@@ -284,22 +284,22 @@ impl Connection {
                     || err.is_connection_dropped()
                     || err.is_connection_refusal()));
         if counts {
-            let count = self.shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if count >= FAILURES_BEFORE_REBUILD {
+            let failures = self.shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if failures >= FAILURES_BEFORE_REBUILD {
                 let reason = if err.is_timeout() {
                     "timeouts"
                 } else {
                     "failures"
                 };
-                crate::metrics::count(
+                count(
                     &self.shared.metrics.store_reconnects,
                     &[("reason", reason)],
                     1,
                 );
                 if err.is_timeout() {
-                    tracing::warn!(failures = count, store = %self.shared.name, "Redis keeps timing out: reconnecting");
+                    tracing::warn!(failures, store = %self.shared.name, "Redis keeps timing out: reconnecting");
                 } else {
-                    tracing::warn!(failures = count, store = %self.shared.name, "Redis keeps failing: reconnecting");
+                    tracing::warn!(failures, store = %self.shared.name, "Redis keeps failing: reconnecting");
                 }
                 self.forget_connection();
             }
